@@ -1,0 +1,375 @@
+//! The gateway's configuration: every option is a flag and a `KAFKA_GATEWAY_*`
+//! environment variable, and `--help` is the manual.
+//!
+//! Producer settings map onto librdkafka properties in
+//! [`Config::client_config`]; `-X key=value` passes any other librdkafka
+//! property through, applied last, and is refused when it would override one
+//! of the first-class options below.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use rdkafka::ClientConfig;
+
+use crate::error::Error;
+use crate::produce::{Limits, StreamLimits};
+
+/// Loopback by default: a gateway on the embedded broker is a development
+/// tool. Set `0.0.0.0:50051` (the container image does) to serve others.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Partitions of topics the embedded broker creates on first use: enough to
+/// see keyed records spread out.
+pub const DEFAULT_EMBEDDED_PARTITIONS: i32 = 6;
+/// Records one stream may have in flight. With 100-byte records this keeps
+/// a fast broker busy while bounding memory per stream.
+pub const DEFAULT_MAX_IN_FLIGHT_RECORDS: usize = 10_000;
+/// Payload bytes one stream may have in flight.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: &str = "16MiB";
+/// Payload bytes (key + value + headers) of one record. Kafka brokers accept
+/// about 1 MB per batch by default (`message.max.bytes`).
+pub const DEFAULT_MAX_RECORD_BYTES: &str = "1MiB";
+/// Records one batch may hold.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
+/// Size of one encoded `ProduceRequest`: the gRPC message size limit.
+pub const DEFAULT_MAX_BATCH_BYTES: &str = "64MiB";
+/// librdkafka's default is 5 ms since 1.9; said here so it is explicit.
+pub const DEFAULT_LINGER_MS: u64 = 5;
+/// Places keyed records where the Java client would (librdkafka's own default,
+/// `consistent_random`, hashes differently).
+pub const DEFAULT_PARTITIONER: &str = "murmur2_random";
+/// How long a graceful shutdown may take before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+
+/// librdkafka's partitioners.
+const PARTITIONERS: &[&str] = &[
+    "random",
+    "consistent",
+    "consistent_random",
+    "murmur2",
+    "murmur2_random",
+    "fnv1a",
+    "fnv1a_random",
+];
+
+/// librdkafka properties owned by a first-class option (or by the gateway
+/// itself), with the option to use instead.
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "--bootstrap-servers"),
+    ("metadata.broker.list", "--bootstrap-servers"),
+    ("enable.idempotence", "--enable-idempotence"),
+    ("linger.ms", "--linger-ms"),
+    ("queue.buffering.max.ms", "--linger-ms"),
+    ("compression.type", "--compression"),
+    ("compression.codec", "--compression"),
+    ("partitioner", "--partitioner"),
+    (
+        "delivery.report.only.error",
+        "nothing: the gateway needs every delivery report to ack records",
+    ),
+];
+
+/// Serve the `kafka_gateway.v1.Producer` gRPC service.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kafka-gateway serve",
+    after_long_help = "Sizes take a plain byte count or a KiB/MiB/GiB (or KB/MB/GB) suffix. \
+Durations take ms, s or m. Every option can also be set by the environment variable shown; \
+a flag wins over its variable. RUST_LOG sets the log filter (default: info)."
+)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "KAFKA_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Kafka brokers to produce to (librdkafka's bootstrap.servers). When
+    /// unset, the gateway starts an embedded in-memory broker and logs its
+    /// address: for trying things out, never for data you want to keep.
+    #[arg(long, env = "KAFKA_GATEWAY_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    pub bootstrap_servers: Option<String>,
+
+    /// Partitions of each topic the embedded broker creates on first use.
+    #[arg(long, env = "KAFKA_GATEWAY_EMBEDDED_PARTITIONS", default_value_t = DEFAULT_EMBEDDED_PARTITIONS,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub embedded_partitions: i32,
+
+    /// Brokers in the embedded cluster.
+    #[arg(long, env = "KAFKA_GATEWAY_EMBEDDED_BROKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub embedded_brokers: i32,
+
+    /// Records one stream may have in flight (handed to Kafka, ack not yet
+    /// sent). When reached, the gateway stops reading that stream.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_IN_FLIGHT_RECORDS", default_value_t = DEFAULT_MAX_IN_FLIGHT_RECORDS,
+          value_parser = parse_positive)]
+    pub max_in_flight_records: usize,
+
+    /// Payload bytes one stream may have in flight.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_IN_FLIGHT_BYTES", default_value = DEFAULT_MAX_IN_FLIGHT_BYTES,
+          value_parser = parse_size, value_name = "SIZE")]
+    pub max_in_flight_bytes: usize,
+
+    /// Largest record (key + value + header bytes) accepted; a larger record
+    /// gets a RECORD_TOO_LARGE error and is not sent.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_RECORD_BYTES", default_value = DEFAULT_MAX_RECORD_BYTES,
+          value_parser = parse_size, value_name = "SIZE")]
+    pub max_record_bytes: usize,
+
+    /// Most records in one batch; a larger batch ends the stream with
+    /// RESOURCE_EXHAUSTED after the batches before it are answered.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_BATCH_RECORDS", default_value_t = DEFAULT_MAX_BATCH_RECORDS,
+          value_parser = parse_positive)]
+    pub max_batch_records: usize,
+
+    /// Largest encoded batch (gRPC message) accepted; a larger one ends the
+    /// stream with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_BATCH_BYTES", default_value = DEFAULT_MAX_BATCH_BYTES,
+          value_parser = parse_size, value_name = "SIZE")]
+    pub max_batch_bytes: usize,
+
+    /// How long librdkafka waits to fill a batch (linger.ms).
+    #[arg(long, env = "KAFKA_GATEWAY_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
+    pub linger_ms: u64,
+
+    /// Compression of produced batches (compression.type).
+    #[arg(long, env = "KAFKA_GATEWAY_COMPRESSION", value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+
+    /// Idempotent producer (enable.idempotence): acks=all, no duplicates and
+    /// per-partition order kept under retries. Turn off only for brokers
+    /// that lack idempotence support.
+    #[arg(long, env = "KAFKA_GATEWAY_ENABLE_IDEMPOTENCE", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub enable_idempotence: bool,
+
+    /// How records without a partition are placed (partitioner).
+    #[arg(long, env = "KAFKA_GATEWAY_PARTITIONER", default_value = DEFAULT_PARTITIONER,
+          value_parser = clap::builder::PossibleValuesParser::new(PARTITIONERS))]
+    pub partitioner: String,
+
+    /// Any other librdkafka producer property, e.g. `-X acks=1` or
+    /// `-X security.protocol=SASL_SSL`; repeatable. Applied last. In the
+    /// environment variable, separate pairs with ';'.
+    #[arg(short = 'X', long = "librdkafka-option", env = "KAFKA_GATEWAY_LIBRDKAFKA_OPTIONS",
+          value_name = "KEY=VALUE", value_parser = parse_property, value_delimiter = ';')]
+    pub librdkafka_options: Vec<(String, String)>,
+
+    /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take: streams stop
+    /// reading, answer what they read, and the producer is flushed.
+    #[arg(long, env = "KAFKA_GATEWAY_SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Batch compression codecs librdkafka supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration, as if no flag or variable were given.
+    pub fn defaults() -> Self {
+        Config::parse_from(["kafka-gateway"])
+    }
+
+    /// Checks the options against each other.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_record_bytes > self.max_in_flight_bytes {
+            return Err(Error::Config(format!(
+                "--max-record-bytes ({}) is larger than --max-in-flight-bytes ({}); \
+                 raise --max-in-flight-bytes or lower --max-record-bytes",
+                self.max_record_bytes, self.max_in_flight_bytes
+            )));
+        }
+        if self.max_record_bytes >= self.max_batch_bytes {
+            return Err(Error::Config(format!(
+                "--max-record-bytes ({}) must be smaller than --max-batch-bytes ({}), \
+                 or no batch could carry the largest record",
+                self.max_record_bytes, self.max_batch_bytes
+            )));
+        }
+        for (key, _) in &self.librdkafka_options {
+            if let Some((_, instead)) = OWNED_PROPERTIES.iter().find(|(owned, _)| owned == key) {
+                return Err(Error::Config(format!(
+                    "-X {key} conflicts with a first-class option; use {instead}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-stream bounds.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            window: Limits {
+                max_records: self.max_in_flight_records,
+                max_bytes: self.max_in_flight_bytes,
+            },
+            max_batch_records: self.max_batch_records,
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+
+    /// The librdkafka producer configuration for `bootstrap_servers`.
+    pub fn client_config(&self, bootstrap_servers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("enable.idempotence", self.enable_idempotence.to_string())
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("compression.type", self.compression.as_str())
+            .set("partitioner", &self.partitioner)
+            // Let librdkafka take any record the gateway accepts; the broker
+            // still applies its own limit. Overridable with -X.
+            .set(
+                "message.max.bytes",
+                (self.max_record_bytes + 64 * 1024).max(1_000_000).to_string(),
+            );
+        for (key, value) in &self.librdkafka_options {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(format!("{err}")),
+    }
+}
+
+/// Parses `1048576`, `1MiB`, `1 MiB`, `512KB`, ...
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 1048576, 512KiB or 16MiB"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
+    };
+    let size = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if size == 0 {
+        return Err("must be larger than 0".into());
+    }
+    Ok(size)
+}
+
+/// Parses `500ms`, `30s`, `2m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 30s or 2m"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        other => Err(format!("unknown duration unit {other:?}; use ms, s or m")),
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not KEY=VALUE, e.g. -X acks=all")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("kafka-gateway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_constants() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.max_in_flight_records, 10_000);
+        assert_eq!(config.max_in_flight_bytes, 16 << 20);
+        assert_eq!(config.max_record_bytes, 1 << 20);
+        assert!(config.enable_idempotence);
+        assert_eq!(config.partitioner, "murmur2_random");
+        assert_eq!(config.embedded_partitions, 6);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn producer_properties_follow_the_options() {
+        let config = parse(&["--linger-ms", "20", "--compression", "zstd", "--enable-idempotence", "false", "-X", "acks=1", "-X", "debug=broker,msg"]).unwrap();
+        config.validate().unwrap();
+        let client = config.client_config("k1:9092,k2:9092");
+        assert_eq!(client.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
+        assert_eq!(client.get("linger.ms"), Some("20"));
+        assert_eq!(client.get("compression.type"), Some("zstd"));
+        assert_eq!(client.get("enable.idempotence"), Some("false"));
+        assert_eq!(client.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(client.get("acks"), Some("1"));
+        assert_eq!(client.get("debug"), Some("broker,msg"), "commas stay inside one value");
+    }
+
+    #[test]
+    fn passthrough_may_not_override_first_class_options() {
+        let err = parse(&["-X", "linger.ms=100"]).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("use --linger-ms"), "{err}");
+        let err = parse(&["-X", "bootstrap.servers=x:1"]).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("--bootstrap-servers"), "{err}");
+        assert!(parse(&["-X", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused() {
+        let err = parse(&["--max-record-bytes", "2MiB", "--max-in-flight-bytes", "1MiB"]).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("--max-in-flight-bytes"), "{err}");
+        assert!(parse(&["--max-in-flight-records", "0"]).is_err());
+        assert!(parse(&["--partitioner", "round-robin"]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512 kb"), Ok(512 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("99999999999999GiB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

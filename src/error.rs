@@ -1,0 +1,240 @@
+//! Every error kafka-gateway reports, and the one place that turns them into
+//! gRPC statuses and per-record error codes.
+//!
+//! Three kinds of failure, three treatments:
+//! - a record that cannot be sent, or that Kafka refused, becomes a
+//!   [`proto::RecordError`] in that record's ack, and the stream goes on;
+//! - a stream that is broken (a malformed or over-limit batch) or cut by a
+//!   shutdown ends with a [`tonic::Status`] whose message says what to fix;
+//! - a gateway that cannot start fails with [`Error`], and `main` maps it to
+//!   an exit code.
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tonic::Status;
+
+use crate::proto::{self, ErrorCode};
+
+/// Why the gateway could not start or stopped unexpectedly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is missing, malformed or contradicts another.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// librdkafka refused the producer configuration.
+    #[error("could not create the Kafka producer: {0}; check the -X/--librdkafka-option settings")]
+    Producer(#[source] KafkaError),
+    /// The embedded broker could not be started.
+    #[error("could not start the embedded broker: {0}")]
+    EmbeddedBroker(String),
+    /// The gRPC server failed.
+    #[error("gRPC server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a stream ended before the client closed it.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// A batch holds more records than `--max-batch-records`.
+    #[error(
+        "batch {batch_id} has {records} records, over the gateway's limit of {limit} \
+         (--max-batch-records); split it into smaller batches"
+    )]
+    TooManyRecords {
+        batch_id: u64,
+        records: usize,
+        limit: usize,
+    },
+    /// A message exceeded the gRPC size limit (`--max-batch-bytes`).
+    #[error(
+        "a batch exceeds the gateway's size limit (--max-batch-bytes): {0}; \
+         send smaller batches"
+    )]
+    BatchTooLarge(String),
+    /// A message could not be decoded as a `ProduceRequest`.
+    #[error(
+        "malformed ProduceRequest: {0}; build the client from \
+         proto/kafka_gateway/v1/producer.proto"
+    )]
+    Malformed(String),
+    /// The gateway is draining for shutdown.
+    #[error(
+        "server shutting down: every batch read so far was answered; \
+         reconnect and send the rest again"
+    )]
+    ShuttingDown,
+}
+
+impl From<StreamError> for Status {
+    fn from(err: StreamError) -> Status {
+        let message = err.to_string();
+        match err {
+            StreamError::TooManyRecords { .. } | StreamError::BatchTooLarge(_) => {
+                Status::resource_exhausted(message)
+            }
+            StreamError::Malformed(_) => Status::invalid_argument(message),
+            StreamError::ShuttingDown => Status::unavailable(message),
+        }
+    }
+}
+
+impl StreamError {
+    /// Sorts an error read from the inbound stream: a broken message ends the
+    /// stream with a status; anything else means the client went away, and
+    /// there is nobody left to tell (`None`).
+    pub fn from_inbound(status: &Status) -> Option<StreamError> {
+        match status.code() {
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                Some(StreamError::BatchTooLarge(status.message().to_owned()))
+            }
+            tonic::Code::Internal if status.message().contains("decode") => {
+                Some(StreamError::Malformed(status.message().to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Builds a per-record error.
+pub fn record_error(code: ErrorCode, message: impl Into<String>, retriable: bool) -> proto::RecordError {
+    proto::RecordError {
+        code: code as i32,
+        message: message.into(),
+        retriable,
+    }
+}
+
+/// Maps a librdkafka failure of one record (at enqueue or at delivery) to the
+/// error in its ack.
+pub fn record_error_from_kafka(err: &KafkaError) -> proto::RecordError {
+    let Some(code) = err.rdkafka_error_code() else {
+        return record_error(ErrorCode::Internal, err.to_string(), false);
+    };
+    let (kind, retriable) = classify(code);
+    let message = format!("{code} ({})", error_name(code));
+    record_error(kind, message, retriable)
+}
+
+/// The error code for a librdkafka error, and whether sending the same record
+/// again can succeed.
+fn classify(code: RDKafkaErrorCode) -> (ErrorCode, bool) {
+    use RDKafkaErrorCode as K;
+    match code {
+        K::MessageSizeTooLarge | K::InvalidMessageSize => (ErrorCode::RecordTooLarge, false),
+        K::UnknownTopicOrPartition | K::UnknownTopic => (ErrorCode::UnknownTopic, false),
+        K::UnknownPartition | K::InvalidPartitions => (ErrorCode::UnknownPartition, false),
+        K::TopicAuthorizationFailed
+        | K::ClusterAuthorizationFailed
+        | K::TransactionalIdAuthorizationFailed
+        | K::SaslAuthenticationFailed
+        | K::Authentication => (ErrorCode::NotAuthorized, false),
+        K::MessageTimedOut | K::RequestTimedOut => (ErrorCode::TimedOut, true),
+        K::InvalidTopic | K::InvalidRecord | K::PolicyViolation => (ErrorCode::InvalidRecord, false),
+        K::AllBrokersDown
+        | K::BrokerTransportFailure
+        | K::LeaderNotAvailable
+        | K::NotLeaderForPartition
+        | K::NotEnoughReplicas
+        | K::NotEnoughReplicasAfterAppend
+        | K::NetworkException
+        | K::KafkaStorageError
+        | K::PreferredLeaderNotAvailable
+        | K::QueueFull
+        | K::PurgeQueue
+        | K::PurgeInflight
+        | K::Retry => (ErrorCode::Unavailable, true),
+        _ => (ErrorCode::Internal, false),
+    }
+}
+
+/// librdkafka's name for an error (`rd_kafka_err2name`), for the codes the
+/// gateway meets; others fall back to the Rust variant's name.
+fn error_name(code: RDKafkaErrorCode) -> String {
+    use RDKafkaErrorCode as K;
+    let name = match code {
+        K::MessageSizeTooLarge => "MSG_SIZE_TOO_LARGE",
+        K::InvalidMessageSize => "INVALID_MSG_SIZE",
+        K::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PART",
+        K::UnknownTopic => "_UNKNOWN_TOPIC",
+        K::UnknownPartition => "_UNKNOWN_PARTITION",
+        K::InvalidPartitions => "INVALID_PARTITIONS",
+        K::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
+        K::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+        K::TransactionalIdAuthorizationFailed => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+        K::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
+        K::Authentication => "_AUTHENTICATION",
+        K::MessageTimedOut => "_MSG_TIMED_OUT",
+        K::RequestTimedOut => "REQUEST_TIMED_OUT",
+        K::InvalidTopic => "TOPIC_EXCEPTION",
+        K::InvalidRecord => "INVALID_RECORD",
+        K::PolicyViolation => "POLICY_VIOLATION",
+        K::AllBrokersDown => "_ALL_BROKERS_DOWN",
+        K::BrokerTransportFailure => "_TRANSPORT",
+        K::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+        K::NotLeaderForPartition => "NOT_LEADER_FOR_PARTITION",
+        K::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
+        K::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+        K::NetworkException => "NETWORK_EXCEPTION",
+        K::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+        K::PreferredLeaderNotAvailable => "PREFERRED_LEADER_NOT_AVAILABLE",
+        K::QueueFull => "_QUEUE_FULL",
+        K::PurgeQueue => "_PURGE_QUEUE",
+        K::PurgeInflight => "_PURGE_INFLIGHT",
+        K::Retry => "_RETRY",
+        K::Fatal => "_FATAL",
+        K::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        K::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
+        K::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
+        other => return format!("{other:?}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_failures_are_not_retriable() {
+        for (code, expected) in [
+            (RDKafkaErrorCode::MessageSizeTooLarge, ErrorCode::RecordTooLarge),
+            (RDKafkaErrorCode::UnknownTopicOrPartition, ErrorCode::UnknownTopic),
+            (RDKafkaErrorCode::TopicAuthorizationFailed, ErrorCode::NotAuthorized),
+            (RDKafkaErrorCode::UnknownPartition, ErrorCode::UnknownPartition),
+        ] {
+            let err = record_error_from_kafka(&KafkaError::MessageProduction(code));
+            assert_eq!(err.code, expected as i32, "{code:?}");
+            assert!(!err.retriable, "{code:?} must not be retriable");
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retriable_and_named() {
+        let err =
+            record_error_from_kafka(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        assert_eq!(err.code, ErrorCode::TimedOut as i32);
+        assert!(err.retriable);
+        assert!(err.message.contains("_MSG_TIMED_OUT"), "{}", err.message);
+
+        let err = record_error_from_kafka(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::NotEnoughReplicas,
+        ));
+        assert_eq!(err.code, ErrorCode::Unavailable as i32);
+        assert!(err.retriable);
+    }
+
+    #[test]
+    fn inbound_errors_are_sorted() {
+        let too_large = Status::out_of_range("decoded message length too large: found 9 bytes");
+        assert!(matches!(
+            StreamError::from_inbound(&too_large),
+            Some(StreamError::BatchTooLarge(_))
+        ));
+        let garbage = Status::internal("failed to decode Protobuf message: invalid wire type");
+        let status: Status = StreamError::from_inbound(&garbage).unwrap().into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(StreamError::from_inbound(&Status::cancelled("client went away")).is_none());
+    }
+}

@@ -1,0 +1,115 @@
+//! The `kafka_gateway.v1.Producer` gRPC service: a thin shell that gives each
+//! stream a task running [`produce::drive`] and returns its responses.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::StreamError;
+use crate::produce::{self, StreamLimits, Summary, kafka::KafkaSender};
+use crate::proto::producer_server::{Producer, ProducerServer};
+use crate::proto::{ProduceRequest, ProduceResponse};
+use crate::shutdown;
+
+/// Responses buffered per stream before the driver waits for the client to
+/// read: small, because each one is a whole batch's acks.
+const RESPONSE_BUFFER: usize = 16;
+
+/// Shared by every stream.
+pub struct ProducerService {
+    /// The process's one producer.
+    sender: Arc<KafkaSender>,
+    limits: StreamLimits,
+    /// Tells streams to stop reading and finish.
+    shutdown: shutdown::Signal,
+    /// Every stream's task, so shutdown can wait for the last in-flight
+    /// record, even of a stream whose client already left.
+    tasks: TaskTracker,
+}
+
+impl ProducerService {
+    pub fn new(
+        sender: Arc<KafkaSender>,
+        limits: StreamLimits,
+        shutdown: shutdown::Signal,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            sender,
+            limits,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// The tonic server for this service, accepting batches of up to
+    /// `max_batch_bytes` encoded bytes.
+    pub fn into_server(self, max_batch_bytes: usize) -> ProducerServer<Self> {
+        ProducerServer::new(self).max_decoding_message_size(max_batch_bytes)
+    }
+
+    /// Starts a task driving one stream; its responses arrive on the returned
+    /// receiver.
+    fn spawn_stream<In>(
+        &self,
+        kind: &'static str,
+        inbound: In,
+    ) -> Result<mpsc::Receiver<Result<ProduceResponse, Status>>, Status>
+    where
+        In: tokio_stream::Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
+    {
+        if self.shutdown.is_requested() {
+            return Err(StreamError::ShuttingDown.into());
+        }
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let sender = self.sender.clone();
+        let limits = self.limits;
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let summary = produce::drive(&*sender, &limits, inbound, tx, shutdown).await;
+            log_summary(kind, &summary);
+        });
+        Ok(rx)
+    }
+}
+
+fn log_summary(kind: &'static str, summary: &Summary) {
+    tracing::debug!(
+        kind,
+        batches = summary.batches,
+        records_ok = summary.records_ok,
+        records_failed = summary.records_failed,
+        records_abandoned = summary.records_abandoned,
+        client_gone = summary.client_gone,
+        "stream ended"
+    );
+}
+
+#[tonic::async_trait]
+impl Producer for ProducerService {
+    type ProduceStream = ReceiverStream<Result<ProduceResponse, Status>>;
+
+    async fn produce(
+        &self,
+        request: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStream>, Status> {
+        let rx = self.spawn_stream("stream", request.into_inner())?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn produce_batch(
+        &self,
+        request: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        let inbound = tokio_stream::once(Ok(request.into_inner()));
+        let mut rx = self.spawn_stream("unary", inbound)?;
+        match rx.recv().await {
+            Some(Ok(response)) => Ok(Response::new(response)),
+            Some(Err(status)) => Err(status),
+            None => Err(StreamError::ShuttingDown.into()),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The `kafka-gateway` binary: parses the command line, sets up logging,
+//! starts the embedded broker when no Kafka is given, and maps errors to
+//! exit codes (64, EX_USAGE, for bad configuration).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kafka_gateway::{Config, EmbeddedBroker, Error, shutdown};
+use tokio::net::TcpListener;
+
+/// Exit code for bad configuration (EX_USAGE from sysexits.h).
+const EXIT_USAGE: u8 = 64;
+
+/// A gRPC front door to Apache Kafka: ordered per-record acks over a
+/// bidirectional stream, with end-to-end backpressure.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-gateway", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the kafka_gateway.v1.Producer gRPC service. Without
+    /// --bootstrap-servers, starts an embedded in-memory Kafka broker.
+    Serve(Config),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(config) => runtime.block_on(serve(config)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            match err {
+                Error::Config(_) | Error::Producer(_) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Error> {
+    config.validate()?;
+    let embedded = match config.bootstrap_servers {
+        Some(_) => None,
+        None => {
+            let broker = EmbeddedBroker::start(config.embedded_brokers, config.embedded_partitions)?;
+            tracing::warn!(
+                "no --bootstrap-servers given: started an embedded in-memory Kafka broker; \
+                 everything produced is lost when the gateway stops"
+            );
+            tracing::info!(
+                "embedded Kafka broker bootstrap.servers={} (e.g. kcat -b {} -C -t TOPIC)",
+                broker.bootstrap_servers(),
+                broker.bootstrap_servers()
+            );
+            Some(Arc::new(broker))
+        }
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(|err| {
+        Error::Config(format!(
+            "cannot listen on {} (--listen / KAFKA_GATEWAY_LISTEN): {err}",
+            config.listen
+        ))
+    })?;
+    kafka_gateway::run(listener, config, embedded, shutdown::os_signal()).await
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,146 @@
+//! The [`Sender`] backed by librdkafka: one shared `FutureProducer` per
+//! process.
+//!
+//! Records are enqueued with `send_result`, which puts the record in
+//! librdkafka's queue before it returns or hands it back on `QueueFull`.
+//! `FutureProducer::send` is not used: it enqueues only when first polled and
+//! sleeps and retries on `QueueFull`, which reorders records.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::embedded::EmbeddedBroker;
+use crate::error::{Error, record_error, record_error_from_kafka};
+use crate::proto::{self, ErrorCode};
+
+use super::{Delivered, DeliveryResult, OutboundRecord, Sender, TrySendError};
+
+/// The process's Kafka producer.
+pub struct KafkaSender {
+    producer: FutureProducer,
+    /// Set when running on the embedded broker, which must be told to create
+    /// a topic (with the configured partition count) before its first record.
+    embedded: Option<Arc<EmbeddedBroker>>,
+    /// Topics already created on the embedded broker, so that only the first
+    /// record to a topic pays for the round trip.
+    known_topics: RwLock<HashSet<String>>,
+}
+
+impl KafkaSender {
+    pub fn new(config: &ClientConfig, embedded: Option<Arc<EmbeddedBroker>>) -> Result<Self, Error> {
+        let producer = config.create().map_err(Error::Producer)?;
+        Ok(Self {
+            producer,
+            embedded,
+            known_topics: RwLock::default(),
+        })
+    }
+
+    /// Waits until every record in librdkafka's queue is delivered or failed,
+    /// for at most `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> KafkaResult<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or_else(|_| Err(KafkaError::Flush(RDKafkaErrorCode::Fail)))
+    }
+
+    /// Records in librdkafka's queues or in flight to the brokers.
+    pub fn in_flight_count(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+impl Sender for KafkaSender {
+    type Delivery = KafkaDelivery;
+
+    fn try_send(&self, record: OutboundRecord) -> Result<KafkaDelivery, TrySendError> {
+        let headers = (!record.headers.is_empty()).then(|| {
+            record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |headers, header| {
+                    headers.insert(Header {
+                        key: &header.key,
+                        value: Some(&header.value[..]),
+                    })
+                },
+            )
+        });
+        let future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord {
+            topic: &record.topic,
+            partition: record.partition,
+            payload: record.value.as_deref(),
+            key: record.key.as_deref(),
+            timestamp: record.timestamp_ms,
+            headers,
+        };
+        match self.producer.send_result(future_record) {
+            Ok(delivery) => Ok(KafkaDelivery(delivery)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(TrySendError::QueueFull(record))
+            }
+            Err((err, _)) => Err(TrySendError::Rejected(record_error_from_kafka(&err))),
+        }
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> Result<(), proto::RecordError> {
+        let Some(embedded) = &self.embedded else {
+            return Ok(());
+        };
+        if self.known_topics.read().expect("not poisoned").contains(topic) {
+            return Ok(());
+        }
+        embedded.ensure_topic(topic).await.map_err(|err| {
+            record_error(
+                ErrorCode::Unavailable,
+                format!("the embedded broker could not create topic {topic:?}: {err}"),
+                true,
+            )
+        })?;
+        self.known_topics
+            .write()
+            .expect("not poisoned")
+            .insert(topic.to_owned());
+        Ok(())
+    }
+}
+
+/// Resolves when Kafka acknowledged or failed one record.
+pub struct KafkaDelivery(DeliveryFuture);
+
+impl Future for KafkaDelivery {
+    type Output = DeliveryResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
+        Pin::new(&mut self.0).poll(cx).map(|outcome| match outcome {
+            Ok(result) => from_delivery(result),
+            Err(_canceled) => Err(record_error(
+                ErrorCode::Unavailable,
+                "the producer was closed before the record was delivered; send it again",
+                true,
+            )),
+        })
+    }
+}
+
+fn from_delivery(result: OwnedDeliveryResult) -> DeliveryResult {
+    match result {
+        Ok(delivery) => Ok(Delivered {
+            partition: delivery.partition,
+            offset: delivery.offset,
+            timestamp_ms: delivery.timestamp.to_millis().unwrap_or(-1),
+        }),
+        Err((err, _message)) => Err(record_error_from_kafka(&err)),
+    }
+}

@@ -1,0 +1,108 @@
+//! The data path of one record: validation, the ordered send window, and the
+//! hand-off to librdkafka.
+//!
+//! - [`validate`] turns a wire [`proto::Record`] into an [`OutboundRecord`] or
+//!   a per-record error;
+//! - [`stream`] drives one gRPC stream: it reads batches, hands their records
+//!   to a [`Sender`] strictly in order through the [`window`], and releases one
+//!   response per batch, in order;
+//! - [`kafka`] is the [`Sender`] that owns the shared librdkafka producer.
+//!
+//! The driver only knows the [`Sender`] trait, so its ordering and
+//! backpressure are unit-tested without Kafka.
+
+pub mod kafka;
+pub mod stream;
+pub mod validate;
+pub mod window;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::proto;
+
+pub use stream::{StreamLimits, Summary, drive};
+pub use window::Limits;
+
+/// A record that passed validation, ready for librdkafka.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    /// The record's own topic, or its batch's default.
+    pub topic: Arc<str>,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// In the client's order, duplicates kept.
+    pub headers: Vec<proto::Header>,
+    /// `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    pub timestamp_ms: Option<i64>,
+    /// Key, value and header bytes: what the window and the record limit
+    /// count.
+    pub size: usize,
+}
+
+/// Where Kafka stored a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, or -1 when Kafka reported none.
+    pub timestamp_ms: i64,
+}
+
+/// The outcome of one record handed to a [`Sender`].
+pub type DeliveryResult = Result<Delivered, proto::RecordError>;
+
+/// Why a [`Sender`] did not take a record.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The producer's queue is full: librdkafka's backpressure. The record is
+    /// handed back untouched, to be sent again once something was delivered.
+    QueueFull(OutboundRecord),
+    /// The record can never be sent as it is.
+    Rejected(proto::RecordError),
+}
+
+/// Hands records to Kafka one at a time, without waiting.
+///
+/// `try_send` must either take the record now (it is then in the producer's
+/// queue, ahead of every record taken after it) or give it back. Never an
+/// `async fn` that enqueues on first poll: that is what reorders records
+/// pushed into `FuturesOrdered` (rust-rdkafka issue 468).
+pub trait Sender: Send + Sync + 'static {
+    /// Resolves when Kafka acknowledged or failed the record. Must make
+    /// progress on its own, without being polled.
+    type Delivery: Future<Output = DeliveryResult> + Unpin + Send + 'static;
+
+    fn try_send(&self, record: OutboundRecord) -> Result<Self::Delivery, TrySendError>;
+
+    /// Makes sure a topic exists before the first record to it is sent: the
+    /// embedded broker creates it with the configured partition count; a real
+    /// cluster is left to its own rules.
+    fn ensure_topic(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), proto::RecordError>> + Send;
+}
+
+/// The ack of a stored record.
+pub fn ok_result(topic: &str, delivered: Delivered) -> proto::RecordResult {
+    proto::RecordResult {
+        result: Some(proto::record_result::Result::Ok(proto::RecordMetadata {
+            topic: topic.to_owned(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+            timestamp_ms: delivered.timestamp_ms,
+        })),
+    }
+}
+
+/// The ack of a failed record.
+pub fn error_result(error: proto::RecordError) -> proto::RecordResult {
+    proto::RecordResult {
+        result: Some(proto::record_result::Result::Error(error)),
+    }
+}

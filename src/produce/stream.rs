@@ -1,0 +1,738 @@
+//! Drives one `Produce` stream: reads batches, hands their records to Kafka
+//! strictly in stream order through the [`Window`], and writes one response
+//! per batch, in batch order.
+//!
+//! One task per stream runs [`drive`], a single loop that, each turn:
+//! 1. hands over the records already read, oldest first, while the window has
+//!    room and librdkafka takes them (on `QueueFull` the record waits at the
+//!    head of the line and is retried after the oldest delivery completes);
+//! 2. writes every batch response whose records are all resolved, in order;
+//! 3. waits for the next event: the oldest delivery, the next batch (read
+//!    only when every record read so far has been handed over, so a full
+//!    window stops the reading and HTTP/2 flow control reaches the client),
+//!    the client leaving, or shutdown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+use crate::error::StreamError;
+use crate::proto::{ProduceRequest, ProduceResponse, RecordResult};
+use crate::shutdown;
+
+use super::validate::{self, DefaultTopic};
+use super::window::{Limits, Window};
+use super::{OutboundRecord, Sender, TrySendError, error_result, ok_result};
+
+/// How long to wait before retrying a record that met `QueueFull` while this
+/// stream had nothing in flight (other streams filled the shared queue, so
+/// there is no delivery of ours to wait for).
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
+
+/// The per-stream bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// The ordered send window's bounds.
+    pub window: Limits,
+    /// Records one batch may hold; a larger batch ends the stream.
+    pub max_batch_records: usize,
+    /// Payload bytes one record may hold; a larger record gets an error.
+    pub max_record_bytes: usize,
+}
+
+/// What happened on one stream, for logs and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Batches read from the client.
+    pub batches: u64,
+    /// Records Kafka acknowledged.
+    pub records_ok: u64,
+    /// Records that got an error result (validation, enqueue or delivery).
+    pub records_failed: u64,
+    /// Records read but never handed to Kafka because the client left.
+    pub records_abandoned: u64,
+    /// The client went away before the stream ended.
+    pub client_gone: bool,
+}
+
+/// Identifies one record: its batch's sequence number in this stream, its
+/// index in the batch, and its topic (for the ack).
+type Tag = (u64, usize, Arc<str>);
+
+/// Runs one stream to its end. Returns when the client closed its side and
+/// every batch was answered, when the stream broke or shutdown was requested
+/// (after answering every batch already read), or when the client left (after
+/// every record in flight completed).
+pub async fn drive<S, In>(
+    sender: &S,
+    limits: &StreamLimits,
+    mut inbound: In,
+    outbound: mpsc::Sender<Result<ProduceResponse, Status>>,
+    mut shutdown: shutdown::Signal,
+) -> Summary
+where
+    S: Sender,
+    In: Stream<Item = Result<ProduceRequest, Status>> + Unpin,
+{
+    let mut window: Window<Tag, S::Delivery> = Window::new(limits.window);
+    let mut batches = Batches::default();
+    // Records read but not yet handed to librdkafka, in stream order.
+    let mut pending: VecDeque<(Tag, OutboundRecord)> = VecDeque::new();
+    let mut summary = Summary::default();
+    let mut reading = true;
+    let mut end: Option<StreamError> = None;
+
+    loop {
+        // 1. Hand over, in order, what the window and librdkafka take.
+        let mut queue_full = false;
+        if summary.client_gone {
+            summary.records_abandoned += pending.len() as u64;
+            pending.clear();
+        }
+        while let Some((tag, record)) = pending.pop_front() {
+            if !window.has_room(record.size) {
+                pending.push_front((tag, record));
+                break;
+            }
+            let size = record.size;
+            match sender.try_send(record) {
+                Ok(delivery) => window.push(tag, size, delivery),
+                Err(TrySendError::QueueFull(record)) => {
+                    pending.push_front((tag, record));
+                    queue_full = true;
+                    break;
+                }
+                Err(TrySendError::Rejected(error)) => {
+                    summary.records_failed += 1;
+                    batches.resolve(tag.0, tag.1, error_result(error));
+                }
+            }
+        }
+
+        // 2. Answer finished batches, in order.
+        while !summary.client_gone
+            && let Some(response) = batches.pop_ready()
+        {
+            if outbound.send(Ok(response)).await.is_err() {
+                summary.client_gone = true;
+                reading = false;
+            }
+        }
+
+        if !reading && pending.is_empty() && window.is_empty() {
+            break;
+        }
+
+        // 3. Wait for something to happen.
+        tokio::select! {
+            biased;
+            done = window.next_done(), if !window.is_empty() => {
+                let ((seq, index, topic), result) = done.expect("the window is not empty");
+                let result = match result {
+                    Ok(delivered) => {
+                        summary.records_ok += 1;
+                        ok_result(&topic, delivered)
+                    }
+                    Err(error) => {
+                        summary.records_failed += 1;
+                        error_result(error)
+                    }
+                };
+                batches.resolve(seq, index, result);
+            }
+            () = tokio::time::sleep(QUEUE_FULL_RETRY), if queue_full && window.is_empty() => {}
+            () = outbound.closed(), if !summary.client_gone => {
+                summary.client_gone = true;
+                reading = false;
+            }
+            () = shutdown.requested(), if reading => {
+                reading = false;
+                end = Some(StreamError::ShuttingDown);
+            }
+            next = inbound.next(), if reading && pending.is_empty() => match next {
+                None => reading = false,
+                Some(Ok(request)) => {
+                    summary.batches += 1;
+                    if let Err(err) =
+                        accept(sender, limits, request, &mut batches, &mut pending, &mut summary).await
+                    {
+                        reading = false;
+                        end = Some(err);
+                    }
+                }
+                Some(Err(status)) => {
+                    reading = false;
+                    match StreamError::from_inbound(&status) {
+                        Some(err) => end = Some(err),
+                        None => {
+                            tracing::debug!(%status, "client stream ended with an error");
+                            summary.client_gone = true;
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    if let Some(err) = end
+        && !summary.client_gone
+    {
+        tracing::debug!(%err, "ending stream");
+        let _ = outbound.send(Err(err.into())).await;
+    }
+    summary
+}
+
+/// Validates a batch, opens its response, and queues its valid records.
+async fn accept<S: Sender>(
+    sender: &S,
+    limits: &StreamLimits,
+    request: ProduceRequest,
+    batches: &mut Batches,
+    pending: &mut VecDeque<(Tag, OutboundRecord)>,
+    summary: &mut Summary,
+) -> Result<(), StreamError> {
+    if request.records.len() > limits.max_batch_records {
+        return Err(StreamError::TooManyRecords {
+            batch_id: request.batch_id,
+            records: request.records.len(),
+            limit: limits.max_batch_records,
+        });
+    }
+    let seq = batches.open(request.batch_id, request.records.len());
+    let default_topic = DefaultTopic::new(request.topic);
+    let first = pending.len();
+    for (index, record) in request.records.into_iter().enumerate() {
+        match validate::prepare(record, &default_topic, limits.max_record_bytes) {
+            Ok(record) => pending.push_back(((seq, index, record.topic.clone()), record)),
+            Err(error) => {
+                summary.records_failed += 1;
+                batches.resolve(seq, index, error_result(error));
+            }
+        }
+    }
+
+    // Make sure each topic of the batch exists before its first record is
+    // sent; a topic that cannot be had fails its records here.
+    let mut checked: Vec<(Arc<str>, Option<crate::proto::RecordError>)> = Vec::new();
+    for (tag, _) in pending.iter().skip(first) {
+        if !checked.iter().any(|(topic, _)| *topic == tag.2) {
+            let failure = sender.ensure_topic(&tag.2).await.err();
+            checked.push((tag.2.clone(), failure));
+        }
+    }
+    if checked.iter().any(|(_, failure)| failure.is_some()) {
+        let queued: Vec<_> = pending.drain(first..).collect();
+        for (tag, record) in queued {
+            let failure = checked.iter().find(|(topic, _)| *topic == tag.2);
+            match failure.and_then(|(_, f)| f.clone()) {
+                Some(error) => {
+                    summary.records_failed += 1;
+                    batches.resolve(tag.0, tag.1, error_result(error));
+                }
+                None => pending.push_back((tag, record)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The batches of one stream whose responses have not been written yet,
+/// oldest first.
+#[derive(Default)]
+struct Batches {
+    /// Sequence number of the front batch.
+    front_seq: u64,
+    queue: VecDeque<PendingBatch>,
+}
+
+struct PendingBatch {
+    batch_id: u64,
+    /// One slot per record, filled as results arrive in any order.
+    results: Vec<Option<RecordResult>>,
+    /// Slots still empty.
+    outstanding: usize,
+}
+
+impl Batches {
+    /// Opens a batch of `records` records and returns its sequence number.
+    fn open(&mut self, batch_id: u64, records: usize) -> u64 {
+        let seq = self.front_seq + self.queue.len() as u64;
+        self.queue.push_back(PendingBatch {
+            batch_id,
+            results: vec![None; records],
+            outstanding: records,
+        });
+        seq
+    }
+
+    fn resolve(&mut self, seq: u64, index: usize, result: RecordResult) {
+        let batch = &mut self.queue[(seq - self.front_seq) as usize];
+        let slot = &mut batch.results[index];
+        debug_assert!(slot.is_none(), "record {seq}/{index} resolved twice");
+        if slot.replace(result).is_none() {
+            batch.outstanding -= 1;
+        }
+    }
+
+    /// The front batch's response, once all its records are resolved.
+    fn pop_ready(&mut self) -> Option<ProduceResponse> {
+        if self.queue.front()?.outstanding > 0 {
+            return None;
+        }
+        let batch = self.queue.pop_front()?;
+        self.front_seq += 1;
+        Some(ProduceResponse {
+            batch_id: batch.batch_id,
+            results: batch
+                .results
+                .into_iter()
+                .map(|r| r.expect("every record of a finished batch has a result"))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver against a fake Kafka whose deliveries complete in an order
+    //! the test chooses, so order, bounds and backpressure are checked
+    //! without a broker.
+
+    use std::collections::HashMap;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::error::record_error;
+    use crate::produce::{Delivered, DeliveryResult};
+    use crate::proto::{self, ErrorCode, Record, record_result};
+
+    /// A tiny deterministic PRNG (xorshift64*), so failures replay.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        /// Values in the order the fake accepted them.
+        accepted: Vec<Bytes>,
+        /// Undelivered records, with the offset each will get.
+        pending: Vec<(oneshot::Sender<DeliveryResult>, Delivered)>,
+        next_offset: HashMap<i32, i64>,
+        /// Undelivered records the fake's queue holds at most; more is QueueFull.
+        queue_capacity: usize,
+        /// Answer QueueFull to this many calls regardless (other streams' load).
+        forced_queue_full: usize,
+        queue_full_answers: usize,
+        /// Most deliveries alive at once (handed out, not yet dropped by the window).
+        max_alive: usize,
+        max_alive_bytes: usize,
+    }
+
+    /// A fake librdkafka: partition = first key byte % 3; offsets per partition
+    /// in acceptance order.
+    #[derive(Clone)]
+    struct FakeKafka {
+        state: Arc<Mutex<FakeState>>,
+        alive: Arc<AtomicUsize>,
+        alive_bytes: Arc<AtomicUsize>,
+    }
+
+    struct FakeDelivery {
+        rx: oneshot::Receiver<DeliveryResult>,
+        size: usize,
+        alive: Arc<AtomicUsize>,
+        alive_bytes: Arc<AtomicUsize>,
+    }
+
+    impl Future for FakeDelivery {
+        type Output = DeliveryResult;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
+            Pin::new(&mut self.rx).poll(cx).map(|r| r.expect("the fake delivers everything"))
+        }
+    }
+
+    impl Drop for FakeDelivery {
+        fn drop(&mut self) {
+            self.alive.fetch_sub(1, Ordering::SeqCst);
+            self.alive_bytes.fetch_sub(self.size, Ordering::SeqCst);
+        }
+    }
+
+    impl FakeKafka {
+        fn new(queue_capacity: usize) -> Self {
+            Self {
+                state: Arc::new(Mutex::new(FakeState {
+                    queue_capacity,
+                    ..FakeState::default()
+                })),
+                alive: Arc::default(),
+                alive_bytes: Arc::default(),
+            }
+        }
+
+        /// Delivers one random pending record; false when none is pending.
+        fn deliver_one(&self, rng: &mut Rng) -> bool {
+            let mut state = self.state.lock().unwrap();
+            if state.pending.is_empty() {
+                return false;
+            }
+            let index = rng.below(state.pending.len());
+            let (tx, delivered) = state.pending.swap_remove(index);
+            let _ = tx.send(Ok(delivered));
+            true
+        }
+
+        fn accepted(&self) -> Vec<Bytes> {
+            self.state.lock().unwrap().accepted.clone()
+        }
+    }
+
+    impl Sender for FakeKafka {
+        type Delivery = FakeDelivery;
+
+        fn try_send(&self, record: OutboundRecord) -> Result<FakeDelivery, TrySendError> {
+            let mut state = self.state.lock().unwrap();
+            if &*record.topic == "forbidden" {
+                return Err(TrySendError::Rejected(record_error(
+                    ErrorCode::NotAuthorized,
+                    "TOPIC_AUTHORIZATION_FAILED",
+                    false,
+                )));
+            }
+            if state.forced_queue_full > 0 || state.pending.len() >= state.queue_capacity {
+                state.forced_queue_full = state.forced_queue_full.saturating_sub(1);
+                state.queue_full_answers += 1;
+                return Err(TrySendError::QueueFull(record));
+            }
+            let partition = i32::from(record.key.as_ref().map_or(0, |k| k[0]) % 3);
+            let offset = state.next_offset.entry(partition).or_default();
+            let delivered = Delivered {
+                partition,
+                offset: *offset,
+                timestamp_ms: 7,
+            };
+            *offset += 1;
+            let (tx, rx) = oneshot::channel();
+            state.pending.push((tx, delivered));
+            state.accepted.push(record.value.clone().unwrap_or_default());
+            let alive = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
+            let bytes = self.alive_bytes.fetch_add(record.size, Ordering::SeqCst) + record.size;
+            state.max_alive = state.max_alive.max(alive);
+            state.max_alive_bytes = state.max_alive_bytes.max(bytes);
+            Ok(FakeDelivery {
+                rx,
+                size: record.size,
+                alive: self.alive.clone(),
+                alive_bytes: self.alive_bytes.clone(),
+            })
+        }
+
+        async fn ensure_topic(&self, _topic: &str) -> Result<(), proto::RecordError> {
+            Ok(())
+        }
+    }
+
+    fn limits(max_records: usize, max_bytes: usize) -> StreamLimits {
+        StreamLimits {
+            window: Limits {
+                max_records,
+                max_bytes,
+            },
+            max_batch_records: 1_000,
+            max_record_bytes: 1_000,
+        }
+    }
+
+    fn record(n: usize) -> Record {
+        Record {
+            key: Some(Bytes::from(vec![n as u8])),
+            value: Some(Bytes::from(format!("value-{n}"))),
+            ..Record::default()
+        }
+    }
+
+    /// `sizes.len()` batches; batch i holds `sizes[i]` records numbered
+    /// consecutively across the stream.
+    fn batches(sizes: &[usize]) -> Vec<ProduceRequest> {
+        let mut n = 0;
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| ProduceRequest {
+                batch_id: i as u64,
+                topic: "t".into(),
+                records: (0..size)
+                    .map(|_| {
+                        n += 1;
+                        record(n - 1)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn values(requests: &[ProduceRequest]) -> Vec<Bytes> {
+        requests
+            .iter()
+            .flat_map(|r| r.records.iter().map(|rec| rec.value.clone().unwrap()))
+            .collect()
+    }
+
+    /// Runs the driver over `requests` while a "broker" task delivers pending
+    /// records in random order. Returns everything the client received.
+    async fn run_stream(
+        kafka: &FakeKafka,
+        limits: StreamLimits,
+        requests: Vec<ProduceRequest>,
+        seed: u64,
+    ) -> (Vec<Result<ProduceResponse, Status>>, Summary) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let broker = {
+            let kafka = kafka.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(seed);
+                loop {
+                    tokio::time::sleep(Duration::from_micros(1 + rng.below(300) as u64)).await;
+                    kafka.deliver_one(&mut rng);
+                }
+            })
+        };
+        let inbound = tokio_stream::iter(requests.into_iter().map(Ok));
+        let driver = drive(kafka, &limits, inbound, tx, shutdown::Signal::never());
+        let collect = async {
+            let mut out = Vec::new();
+            while let Some(item) = rx.recv().await {
+                out.push(item);
+            }
+            out
+        };
+        let (summary, out) = tokio::join!(driver, collect);
+        broker.abort();
+        (out, summary)
+    }
+
+    fn ok_metadata(result: &RecordResult) -> &proto::RecordMetadata {
+        match &result.result {
+            Some(record_result::Result::Ok(meta)) => meta,
+            other => panic!("expected an ok result, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_come_back_in_order_whatever_the_delivery_order() {
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed * 7919);
+            let sizes: Vec<usize> = (0..30).map(|_| rng.below(12)).collect();
+            let requests = batches(&sizes);
+            let sent = values(&requests);
+            let kafka = FakeKafka::new(usize::MAX);
+            let (out, summary) = run_stream(&kafka, limits(7, 10_000), requests, seed).await;
+
+            assert_eq!(kafka.accepted(), sent, "seed {seed}: handed over out of stream order");
+            assert_eq!(out.len(), sizes.len(), "seed {seed}: one response per batch");
+            let mut last_offset: HashMap<i32, i64> = HashMap::new();
+            for (i, response) in out.iter().enumerate() {
+                let response = response.as_ref().expect("no stream error");
+                assert_eq!(response.batch_id, i as u64, "seed {seed}: responses out of order");
+                assert_eq!(response.results.len(), sizes[i]);
+                for result in &response.results {
+                    let meta = ok_metadata(result);
+                    assert_eq!(meta.topic, "t");
+                    let last = last_offset.insert(meta.partition, meta.offset);
+                    assert!(last.is_none_or(|last| last < meta.offset), "seed {seed}: offsets must grow per partition");
+                }
+            }
+            assert_eq!(summary.records_ok as usize, sent.len());
+            assert_eq!(summary.records_failed, 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_bounds_records_and_bytes_in_flight() {
+        let requests = batches(&[50, 50, 50]);
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(&kafka, limits(5, 1_000), requests, 3).await;
+        assert_eq!(out.len(), 3);
+        assert_eq!(kafka.state.lock().unwrap().max_alive, 5, "the window must fill up to, and not past, 5 records");
+
+        // Each record is 1 key byte + 7 to 9 value bytes: at most 3 fit in 30 bytes.
+        let requests = batches(&[40]);
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(&kafka, limits(100, 30), requests, 4).await;
+        assert_eq!(out[0].as_ref().unwrap().results.len(), 40);
+        let max_bytes = kafka.state.lock().unwrap().max_alive_bytes;
+        assert!((20..=30).contains(&max_bytes), "bytes in flight peaked at {max_bytes}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_stops_reading_the_stream() {
+        let kafka = FakeKafka::new(usize::MAX);
+        let read = Arc::new(AtomicUsize::new(0));
+        let inbound = {
+            let read = read.clone();
+            tokio_stream::iter(batches(&[1; 100]).into_iter().map(Ok)).map(move |item| {
+                read.fetch_add(1, Ordering::SeqCst);
+                item
+            })
+        };
+        let (tx, mut rx) = mpsc::channel(128);
+        let limits = limits(4, 10_000);
+        let driver = tokio::spawn({
+            let kafka = kafka.clone();
+            async move { drive(&kafka, &limits, inbound, tx, shutdown::Signal::never()).await }
+        });
+        // Nothing is delivered: the driver fills the window, then must stop.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(kafka.accepted().len(), 4);
+        assert_eq!(read.load(Ordering::SeqCst), 5, "4 batches in the window and 1 waiting, no more");
+        assert!(rx.try_recv().is_err(), "no ack before a delivery");
+
+        let mut rng = Rng(9);
+        let mut answered = 0;
+        while answered < 100 {
+            while kafka.deliver_one(&mut rng) {}
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            while let Ok(response) = rx.try_recv() {
+                assert_eq!(response.unwrap().batch_id, answered);
+                answered += 1;
+            }
+        }
+        assert_eq!(driver.await.unwrap().records_ok, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_full_retries_the_same_record_in_order() {
+        let requests = batches(&[40, 3, 60]);
+        let sent = values(&requests);
+        // librdkafka's queue holds 3 records; the window would allow 100.
+        let kafka = FakeKafka::new(3);
+        let (out, summary) = run_stream(&kafka, limits(100, 100_000), requests, 11).await;
+        assert!(kafka.state.lock().unwrap().queue_full_answers > 10, "the test must hit QueueFull");
+        assert_eq!(kafka.accepted(), sent, "no record lost, duplicated or reordered");
+        assert_eq!(out.len(), 3);
+        assert_eq!(summary.records_ok as usize, sent.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_full_with_nothing_in_flight_waits_and_retries() {
+        let requests = batches(&[5]);
+        let kafka = FakeKafka::new(usize::MAX);
+        kafka.state.lock().unwrap().forced_queue_full = 25;
+        let (out, summary) = run_stream(&kafka, limits(100, 100_000), requests, 5).await;
+        assert_eq!(kafka.state.lock().unwrap().queue_full_answers, 25);
+        assert_eq!(out[0].as_ref().unwrap().results.len(), 5);
+        assert_eq!(summary.records_ok, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_records_fail_alone_and_the_stream_goes_on() {
+        let mut requests = batches(&[4, 2]);
+        requests[0].records[1].topic = "bad topic!".into();
+        requests[0].records[2].topic = "forbidden".into();
+        requests[0].records[3].partition = Some(-2);
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, summary) = run_stream(&kafka, limits(100, 100_000), requests, 2).await;
+        let first = out[0].as_ref().unwrap();
+        let codes: Vec<Option<i32>> = first
+            .results
+            .iter()
+            .map(|r| match &r.result {
+                Some(record_result::Result::Error(e)) => Some(e.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![None, Some(ErrorCode::InvalidRecord as i32), Some(ErrorCode::NotAuthorized as i32), Some(ErrorCode::InvalidRecord as i32)]
+        );
+        assert_eq!(out[1].as_ref().unwrap().results.len(), 2);
+        assert_eq!((summary.records_ok, summary.records_failed), (3, 3));
+        assert_eq!(kafka.accepted().len(), 3, "bad records are never sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_batch_ends_the_stream_after_earlier_batches() {
+        let requests = batches(&[3, 1_001, 2]);
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(&kafka, limits(100, 100_000), requests, 8).await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref().unwrap().results.len(), 3);
+        let status = out[1].as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("--max-batch-records"), "{}", status.message());
+        assert_eq!(kafka.accepted().len(), 3, "nothing of the oversized batch or after it is sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_answers_what_was_read_then_ends_unavailable() {
+        let kafka = FakeKafka::new(usize::MAX);
+        let (trigger, signal) = shutdown::channel();
+        let (in_tx, in_rx) = mpsc::channel(8);
+        let (tx, mut rx) = mpsc::channel(8);
+        let limits = limits(100, 100_000);
+        let driver = tokio::spawn({
+            let kafka = kafka.clone();
+            async move { drive(&kafka, &limits, ReceiverStream::new(in_rx), tx, signal).await }
+        });
+        for request in batches(&[3, 4]) {
+            in_tx.send(Ok(request)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        trigger.trigger();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A batch sent after shutdown is never read.
+        let _ = in_tx.send(Ok(batches(&[9]).remove(0))).await;
+        let mut rng = Rng(1);
+        while kafka.deliver_one(&mut rng) {}
+        assert_eq!(rx.recv().await.unwrap().unwrap().results.len(), 3);
+        assert_eq!(rx.recv().await.unwrap().unwrap().results.len(), 4);
+        let status = rx.recv().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(driver.await.unwrap().records_ok, 7);
+        assert_eq!(kafka.accepted().len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_still_has_its_in_flight_records_completed() {
+        let kafka = FakeKafka::new(usize::MAX);
+        let (in_tx, in_rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(8);
+        let limits = limits(10, 100_000);
+        let driver = tokio::spawn({
+            let kafka = kafka.clone();
+            async move { drive(&kafka, &limits, ReceiverStream::new(in_rx), tx, shutdown::Signal::never()).await }
+        });
+        // 25 records: 10 enter the window, 15 wait behind it.
+        in_tx.send(Ok(batches(&[25]).remove(0))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(rx);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut rng = Rng(4);
+        while kafka.deliver_one(&mut rng) {}
+        let summary = tokio::time::timeout(Duration::from_secs(5), driver).await.expect("the driver ends").unwrap();
+        assert!(summary.client_gone);
+        assert_eq!(summary.records_ok, 10, "every record handed to Kafka completes");
+        assert_eq!(summary.records_abandoned, 15, "records never handed over are dropped, not sent");
+        assert_eq!(kafka.accepted().len(), 10);
+        assert_eq!(kafka.alive.load(Ordering::SeqCst), 0, "no delivery is leaked");
+    }
+}
