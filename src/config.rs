@@ -85,7 +85,11 @@ pub struct Config {
     /// Kafka brokers to produce to (librdkafka's bootstrap.servers). When
     /// unset, the gateway starts an embedded in-memory broker and logs its
     /// address: for trying things out, never for data you want to keep.
-    #[arg(long, env = "KAFKA_GATEWAY_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        env = "KAFKA_GATEWAY_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,..."
+    )]
     pub bootstrap_servers: Option<String>,
 
     /// Partitions of each topic the embedded broker creates on first use.
@@ -240,7 +244,9 @@ impl Config {
             // still applies its own limit. Overridable with -X.
             .set(
                 "message.max.bytes",
-                (self.max_record_bytes + 64 * 1024).max(1_000_000).to_string(),
+                (self.max_record_bytes + 64 * 1024)
+                    .max(1_000_000)
+                    .to_string(),
             );
         for (key, value) in &self.librdkafka_options {
             config.set(key, value);
@@ -330,7 +336,19 @@ mod tests {
 
     #[test]
     fn producer_properties_follow_the_options() {
-        let config = parse(&["--linger-ms", "20", "--compression", "zstd", "--enable-idempotence", "false", "-X", "acks=1", "-X", "debug=broker,msg"]).unwrap();
+        let config = parse(&[
+            "--linger-ms",
+            "20",
+            "--compression",
+            "zstd",
+            "--enable-idempotence",
+            "false",
+            "-X",
+            "acks=1",
+            "-X",
+            "debug=broker,msg",
+        ])
+        .unwrap();
         config.validate().unwrap();
         let client = config.client_config("k1:9092,k2:9092");
         assert_eq!(client.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
@@ -339,21 +357,39 @@ mod tests {
         assert_eq!(client.get("enable.idempotence"), Some("false"));
         assert_eq!(client.get("partitioner"), Some("murmur2_random"));
         assert_eq!(client.get("acks"), Some("1"));
-        assert_eq!(client.get("debug"), Some("broker,msg"), "commas stay inside one value");
+        assert_eq!(
+            client.get("debug"),
+            Some("broker,msg"),
+            "commas stay inside one value"
+        );
     }
 
     #[test]
     fn passthrough_may_not_override_first_class_options() {
-        let err = parse(&["-X", "linger.ms=100"]).unwrap().validate().unwrap_err();
+        let err = parse(&["-X", "linger.ms=100"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("use --linger-ms"), "{err}");
-        let err = parse(&["-X", "bootstrap.servers=x:1"]).unwrap().validate().unwrap_err();
+        let err = parse(&["-X", "bootstrap.servers=x:1"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("--bootstrap-servers"), "{err}");
         assert!(parse(&["-X", "novalue"]).is_err());
     }
 
     #[test]
     fn inconsistent_limits_are_refused() {
-        let err = parse(&["--max-record-bytes", "2MiB", "--max-in-flight-bytes", "1MiB"]).unwrap().validate().unwrap_err();
+        let err = parse(&[
+            "--max-record-bytes",
+            "2MiB",
+            "--max-in-flight-bytes",
+            "1MiB",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
         assert!(err.to_string().contains("--max-in-flight-bytes"), "{err}");
         assert!(parse(&["--max-in-flight-records", "0"]).is_err());
         assert!(parse(&["--partitioner", "round-robin"]).is_err());

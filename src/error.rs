@@ -98,7 +98,11 @@ impl StreamError {
 }
 
 /// Builds a per-record error.
-pub fn record_error(code: ErrorCode, message: impl Into<String>, retriable: bool) -> proto::RecordError {
+pub fn record_error(
+    code: ErrorCode,
+    message: impl Into<String>,
+    retriable: bool,
+) -> proto::RecordError {
     proto::RecordError {
         code: code as i32,
         message: message.into(),
@@ -113,7 +117,7 @@ pub fn record_error_from_kafka(err: &KafkaError) -> proto::RecordError {
         return record_error(ErrorCode::Internal, err.to_string(), false);
     };
     let (kind, retriable) = classify(code);
-    let message = format!("{code} ({})", error_name(code));
+    let message = format!("{} ({})", description(code), error_name(code));
     record_error(kind, message, retriable)
 }
 
@@ -131,7 +135,9 @@ fn classify(code: RDKafkaErrorCode) -> (ErrorCode, bool) {
         | K::SaslAuthenticationFailed
         | K::Authentication => (ErrorCode::NotAuthorized, false),
         K::MessageTimedOut | K::RequestTimedOut => (ErrorCode::TimedOut, true),
-        K::InvalidTopic | K::InvalidRecord | K::PolicyViolation => (ErrorCode::InvalidRecord, false),
+        K::InvalidTopic | K::InvalidRecord | K::PolicyViolation => {
+            (ErrorCode::InvalidRecord, false)
+        }
         K::AllBrokersDown
         | K::BrokerTransportFailure
         | K::LeaderNotAvailable
@@ -147,6 +153,17 @@ fn classify(code: RDKafkaErrorCode) -> (ErrorCode, bool) {
         | K::Retry => (ErrorCode::Unavailable, true),
         _ => (ErrorCode::Internal, false),
     }
+}
+
+/// librdkafka's description of an error (`rd_kafka_err2str`), e.g.
+/// "Broker: Message size too large".
+fn description(code: RDKafkaErrorCode) -> String {
+    // The Display form is "VariantName (description)".
+    let display = code.to_string();
+    display
+        .strip_prefix(&format!("{code:?} ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .map_or_else(|| display.clone(), str::to_owned)
 }
 
 /// librdkafka's name for an error (`rd_kafka_err2name`), for the codes the
@@ -199,10 +216,22 @@ mod tests {
     #[test]
     fn permanent_failures_are_not_retriable() {
         for (code, expected) in [
-            (RDKafkaErrorCode::MessageSizeTooLarge, ErrorCode::RecordTooLarge),
-            (RDKafkaErrorCode::UnknownTopicOrPartition, ErrorCode::UnknownTopic),
-            (RDKafkaErrorCode::TopicAuthorizationFailed, ErrorCode::NotAuthorized),
-            (RDKafkaErrorCode::UnknownPartition, ErrorCode::UnknownPartition),
+            (
+                RDKafkaErrorCode::MessageSizeTooLarge,
+                ErrorCode::RecordTooLarge,
+            ),
+            (
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+                ErrorCode::UnknownTopic,
+            ),
+            (
+                RDKafkaErrorCode::TopicAuthorizationFailed,
+                ErrorCode::NotAuthorized,
+            ),
+            (
+                RDKafkaErrorCode::UnknownPartition,
+                ErrorCode::UnknownPartition,
+            ),
         ] {
             let err = record_error_from_kafka(&KafkaError::MessageProduction(code));
             assert_eq!(err.code, expected as i32, "{code:?}");
@@ -212,11 +241,12 @@ mod tests {
 
     #[test]
     fn transient_failures_are_retriable_and_named() {
-        let err =
-            record_error_from_kafka(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        let err = record_error_from_kafka(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        ));
         assert_eq!(err.code, ErrorCode::TimedOut as i32);
         assert!(err.retriable);
-        assert!(err.message.contains("_MSG_TIMED_OUT"), "{}", err.message);
+        assert_eq!(err.message, "Local: Message timed out (_MSG_TIMED_OUT)");
 
         let err = record_error_from_kafka(&KafkaError::MessageProduction(
             RDKafkaErrorCode::NotEnoughReplicas,

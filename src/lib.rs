@@ -68,7 +68,8 @@ pub async fn run(
         (None, Some(servers)) => servers.clone(),
         (None, None) => {
             return Err(Error::Config(
-                "no Kafka to produce to: set --bootstrap-servers (KAFKA_GATEWAY_BOOTSTRAP_SERVERS)".into(),
+                "no Kafka to produce to: set --bootstrap-servers (KAFKA_GATEWAY_BOOTSTRAP_SERVERS)"
+                    .into(),
             ));
         }
     };

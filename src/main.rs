@@ -71,7 +71,8 @@ async fn serve(config: Config) -> Result<(), Error> {
     let embedded = match config.bootstrap_servers {
         Some(_) => None,
         None => {
-            let broker = EmbeddedBroker::start(config.embedded_brokers, config.embedded_partitions)?;
+            let broker =
+                EmbeddedBroker::start(config.embedded_brokers, config.embedded_partitions)?;
             tracing::warn!(
                 "no --bootstrap-servers given: started an embedded in-memory Kafka broker; \
                  everything produced is lost when the gateway stops"

@@ -38,7 +38,10 @@ pub struct KafkaSender {
 }
 
 impl KafkaSender {
-    pub fn new(config: &ClientConfig, embedded: Option<Arc<EmbeddedBroker>>) -> Result<Self, Error> {
+    pub fn new(
+        config: &ClientConfig,
+        embedded: Option<Arc<EmbeddedBroker>>,
+    ) -> Result<Self, Error> {
         let producer = config.create().map_err(Error::Producer)?;
         Ok(Self {
             producer,
@@ -88,7 +91,7 @@ impl Sender for KafkaSender {
         match self.producer.send_result(future_record) {
             Ok(delivery) => Ok(KafkaDelivery(delivery)),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(TrySendError::QueueFull(record))
+                Err(TrySendError::QueueFull(Box::new(record)))
             }
             Err((err, _)) => Err(TrySendError::Rejected(record_error_from_kafka(&err))),
         }
@@ -98,7 +101,12 @@ impl Sender for KafkaSender {
         let Some(embedded) = &self.embedded else {
             return Ok(());
         };
-        if self.known_topics.read().expect("not poisoned").contains(topic) {
+        if self
+            .known_topics
+            .read()
+            .expect("not poisoned")
+            .contains(topic)
+        {
             return Ok(());
         }
         embedded.ensure_topic(topic).await.map_err(|err| {

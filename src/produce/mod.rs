@@ -61,7 +61,8 @@ pub type DeliveryResult = Result<Delivered, proto::RecordError>;
 pub enum TrySendError {
     /// The producer's queue is full: librdkafka's backpressure. The record is
     /// handed back untouched, to be sent again once something was delivered.
-    QueueFull(OutboundRecord),
+    /// (Boxed so that the common `Ok` path moves a small `Result`.)
+    QueueFull(Box<OutboundRecord>),
     /// The record can never be sent as it is.
     Rejected(proto::RecordError),
 }

@@ -102,7 +102,7 @@ where
             match sender.try_send(record) {
                 Ok(delivery) => window.push(tag, size, delivery),
                 Err(TrySendError::QueueFull(record)) => {
-                    pending.push_front((tag, record));
+                    pending.push_front((tag, *record));
                     queue_full = true;
                     break;
                 }
@@ -365,7 +365,9 @@ mod tests {
     impl Future for FakeDelivery {
         type Output = DeliveryResult;
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
-            Pin::new(&mut self.rx).poll(cx).map(|r| r.expect("the fake delivers everything"))
+            Pin::new(&mut self.rx)
+                .poll(cx)
+                .map(|r| r.expect("the fake delivers everything"))
         }
     }
 
@@ -420,7 +422,7 @@ mod tests {
             if state.forced_queue_full > 0 || state.pending.len() >= state.queue_capacity {
                 state.forced_queue_full = state.forced_queue_full.saturating_sub(1);
                 state.queue_full_answers += 1;
-                return Err(TrySendError::QueueFull(record));
+                return Err(TrySendError::QueueFull(Box::new(record)));
             }
             let partition = i32::from(record.key.as_ref().map_or(0, |k| k[0]) % 3);
             let offset = state.next_offset.entry(partition).or_default();
@@ -432,7 +434,9 @@ mod tests {
             *offset += 1;
             let (tx, rx) = oneshot::channel();
             state.pending.push((tx, delivered));
-            state.accepted.push(record.value.clone().unwrap_or_default());
+            state
+                .accepted
+                .push(record.value.clone().unwrap_or_default());
             let alive = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
             let bytes = self.alive_bytes.fetch_add(record.size, Ordering::SeqCst) + record.size;
             state.max_alive = state.max_alive.max(alive);
@@ -546,18 +550,32 @@ mod tests {
             let kafka = FakeKafka::new(usize::MAX);
             let (out, summary) = run_stream(&kafka, limits(7, 10_000), requests, seed).await;
 
-            assert_eq!(kafka.accepted(), sent, "seed {seed}: handed over out of stream order");
-            assert_eq!(out.len(), sizes.len(), "seed {seed}: one response per batch");
+            assert_eq!(
+                kafka.accepted(),
+                sent,
+                "seed {seed}: handed over out of stream order"
+            );
+            assert_eq!(
+                out.len(),
+                sizes.len(),
+                "seed {seed}: one response per batch"
+            );
             let mut last_offset: HashMap<i32, i64> = HashMap::new();
             for (i, response) in out.iter().enumerate() {
                 let response = response.as_ref().expect("no stream error");
-                assert_eq!(response.batch_id, i as u64, "seed {seed}: responses out of order");
+                assert_eq!(
+                    response.batch_id, i as u64,
+                    "seed {seed}: responses out of order"
+                );
                 assert_eq!(response.results.len(), sizes[i]);
                 for result in &response.results {
                     let meta = ok_metadata(result);
                     assert_eq!(meta.topic, "t");
                     let last = last_offset.insert(meta.partition, meta.offset);
-                    assert!(last.is_none_or(|last| last < meta.offset), "seed {seed}: offsets must grow per partition");
+                    assert!(
+                        last.is_none_or(|last| last < meta.offset),
+                        "seed {seed}: offsets must grow per partition"
+                    );
                 }
             }
             assert_eq!(summary.records_ok as usize, sent.len());
@@ -571,7 +589,11 @@ mod tests {
         let kafka = FakeKafka::new(usize::MAX);
         let (out, _) = run_stream(&kafka, limits(5, 1_000), requests, 3).await;
         assert_eq!(out.len(), 3);
-        assert_eq!(kafka.state.lock().unwrap().max_alive, 5, "the window must fill up to, and not past, 5 records");
+        assert_eq!(
+            kafka.state.lock().unwrap().max_alive,
+            5,
+            "the window must fill up to, and not past, 5 records"
+        );
 
         // Each record is 1 key byte + 7 to 9 value bytes: at most 3 fit in 30 bytes.
         let requests = batches(&[40]);
@@ -579,7 +601,10 @@ mod tests {
         let (out, _) = run_stream(&kafka, limits(100, 30), requests, 4).await;
         assert_eq!(out[0].as_ref().unwrap().results.len(), 40);
         let max_bytes = kafka.state.lock().unwrap().max_alive_bytes;
-        assert!((20..=30).contains(&max_bytes), "bytes in flight peaked at {max_bytes}");
+        assert!(
+            (20..=30).contains(&max_bytes),
+            "bytes in flight peaked at {max_bytes}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -602,7 +627,11 @@ mod tests {
         // Nothing is delivered: the driver fills the window, then must stop.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(kafka.accepted().len(), 4);
-        assert_eq!(read.load(Ordering::SeqCst), 5, "4 batches in the window and 1 waiting, no more");
+        assert_eq!(
+            read.load(Ordering::SeqCst),
+            5,
+            "4 batches in the window and 1 waiting, no more"
+        );
         assert!(rx.try_recv().is_err(), "no ack before a delivery");
 
         let mut rng = Rng(9);
@@ -625,8 +654,15 @@ mod tests {
         // librdkafka's queue holds 3 records; the window would allow 100.
         let kafka = FakeKafka::new(3);
         let (out, summary) = run_stream(&kafka, limits(100, 100_000), requests, 11).await;
-        assert!(kafka.state.lock().unwrap().queue_full_answers > 10, "the test must hit QueueFull");
-        assert_eq!(kafka.accepted(), sent, "no record lost, duplicated or reordered");
+        assert!(
+            kafka.state.lock().unwrap().queue_full_answers > 10,
+            "the test must hit QueueFull"
+        );
+        assert_eq!(
+            kafka.accepted(),
+            sent,
+            "no record lost, duplicated or reordered"
+        );
         assert_eq!(out.len(), 3);
         assert_eq!(summary.records_ok as usize, sent.len());
     }
@@ -661,7 +697,12 @@ mod tests {
             .collect();
         assert_eq!(
             codes,
-            vec![None, Some(ErrorCode::InvalidRecord as i32), Some(ErrorCode::NotAuthorized as i32), Some(ErrorCode::InvalidRecord as i32)]
+            vec![
+                None,
+                Some(ErrorCode::InvalidRecord as i32),
+                Some(ErrorCode::NotAuthorized as i32),
+                Some(ErrorCode::InvalidRecord as i32)
+            ]
         );
         assert_eq!(out[1].as_ref().unwrap().results.len(), 2);
         assert_eq!((summary.records_ok, summary.records_failed), (3, 3));
@@ -677,8 +718,16 @@ mod tests {
         assert_eq!(out[0].as_ref().unwrap().results.len(), 3);
         let status = out[1].as_ref().unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(status.message().contains("--max-batch-records"), "{}", status.message());
-        assert_eq!(kafka.accepted().len(), 3, "nothing of the oversized batch or after it is sent");
+        assert!(
+            status.message().contains("--max-batch-records"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            kafka.accepted().len(),
+            3,
+            "nothing of the oversized batch or after it is sent"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -719,7 +768,16 @@ mod tests {
         let limits = limits(10, 100_000);
         let driver = tokio::spawn({
             let kafka = kafka.clone();
-            async move { drive(&kafka, &limits, ReceiverStream::new(in_rx), tx, shutdown::Signal::never()).await }
+            async move {
+                drive(
+                    &kafka,
+                    &limits,
+                    ReceiverStream::new(in_rx),
+                    tx,
+                    shutdown::Signal::never(),
+                )
+                .await
+            }
         });
         // 25 records: 10 enter the window, 15 wait behind it.
         in_tx.send(Ok(batches(&[25]).remove(0))).await.unwrap();
@@ -728,11 +786,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let mut rng = Rng(4);
         while kafka.deliver_one(&mut rng) {}
-        let summary = tokio::time::timeout(Duration::from_secs(5), driver).await.expect("the driver ends").unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the driver ends")
+            .unwrap();
         assert!(summary.client_gone);
-        assert_eq!(summary.records_ok, 10, "every record handed to Kafka completes");
-        assert_eq!(summary.records_abandoned, 15, "records never handed over are dropped, not sent");
+        assert_eq!(
+            summary.records_ok, 10,
+            "every record handed to Kafka completes"
+        );
+        assert_eq!(
+            summary.records_abandoned, 15,
+            "records never handed over are dropped, not sent"
+        );
         assert_eq!(kafka.accepted().len(), 10);
-        assert_eq!(kafka.alive.load(Ordering::SeqCst), 0, "no delivery is leaked");
+        assert_eq!(
+            kafka.alive.load(Ordering::SeqCst),
+            0,
+            "no delivery is leaked"
+        );
     }
 }

@@ -87,7 +87,9 @@ pub fn prepare(
                 ));
             }
             DefaultTopic::Invalid(why) => {
-                return Err(invalid(format!("the batch's default topic is invalid: {why}")));
+                return Err(invalid(format!(
+                    "the batch's default topic is invalid: {why}"
+                )));
             }
         }
     } else {
@@ -159,7 +161,11 @@ mod tests {
     fn topic_rules_follow_kafka() {
         assert!(check_topic("orders.v1_EU-2").is_ok());
         assert!(check_topic(&"a".repeat(249)).is_ok());
-        assert!(check_topic(&"a".repeat(250)).unwrap_err().contains("at most 249"));
+        assert!(
+            check_topic(&"a".repeat(250))
+                .unwrap_err()
+                .contains("at most 249")
+        );
         assert!(check_topic("").is_err());
         assert!(check_topic("..").unwrap_err().contains("reserved"));
         assert!(check_topic("with space").unwrap_err().contains("' '"));
@@ -178,7 +184,8 @@ mod tests {
 
     #[test]
     fn refuses_missing_and_invalid_topics() {
-        let (code, message) = message_of(prepare(record(""), &DefaultTopic::new(String::new()), 100));
+        let (code, message) =
+            message_of(prepare(record(""), &DefaultTopic::new(String::new()), 100));
         assert_eq!(code, ErrorCode::InvalidRecord as i32);
         assert!(message.contains("no topic"), "{message}");
 
@@ -193,7 +200,10 @@ mod tests {
     fn refuses_oversized_records() {
         let (code, message) = message_of(prepare(record("t"), &DefaultTopic::Missing, 8));
         assert_eq!(code, ErrorCode::RecordTooLarge as i32);
-        assert!(message.contains("9 bytes") && message.contains("--max-record-bytes"), "{message}");
+        assert!(
+            message.contains("9 bytes") && message.contains("--max-record-bytes"),
+            "{message}"
+        );
         assert!(prepare(record("t"), &DefaultTopic::Missing, 9).is_ok());
     }
 
@@ -201,10 +211,18 @@ mod tests {
     fn refuses_negative_partition_and_timestamp() {
         let mut bad = record("t");
         bad.partition = Some(-1);
-        assert!(message_of(prepare(bad, &DefaultTopic::Missing, 100)).1.contains("partition -1"));
+        assert!(
+            message_of(prepare(bad, &DefaultTopic::Missing, 100))
+                .1
+                .contains("partition -1")
+        );
         let mut bad = record("t");
         bad.timestamp_ms = Some(-5);
-        assert!(message_of(prepare(bad, &DefaultTopic::Missing, 100)).1.contains("timestamp_ms -5"));
+        assert!(
+            message_of(prepare(bad, &DefaultTopic::Missing, 100))
+                .1
+                .contains("timestamp_ms -5")
+        );
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! The `kafka-gateway` binary as a user runs it: `serve` with no Kafka starts
+//! the embedded broker, records go through and can be read back from the
+//! logged broker address, SIGTERM stops it cleanly, and bad configuration
+//! exits 64 with a message that names the fix.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use kafka_gateway::proto::producer_client::ProducerClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kafka-gateway");
+
+/// The value after `key=` on a log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    line[start..].split_whitespace().next()
+}
+
+struct Served {
+    child: Child,
+    grpc: String,
+    bootstrap: String,
+    /// Every later log line.
+    lines: mpsc::Receiver<String>,
+}
+
+fn serve(args: &[&str]) -> Served {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("KAFKA_GATEWAY_BOOTSTRAP_SERVERS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("gateway: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut grpc, mut bootstrap, mut warned) = (None, None, false);
+    while grpc.is_none() || bootstrap.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway logs its addresses within 30 s");
+        warned |= line.contains("WARN") && line.contains("in-memory");
+        if line.contains("embedded Kafka broker") {
+            bootstrap = field(&line, "bootstrap.servers=").map(str::to_owned);
+        }
+        if line.contains("gRPC server listening") {
+            grpc = field(&line, "addr=").map(str::to_owned);
+        }
+    }
+    assert!(
+        warned,
+        "the gateway warns that the embedded broker keeps data in memory only"
+    );
+    Served {
+        child,
+        grpc: grpc.unwrap(),
+        bootstrap: bootstrap.unwrap(),
+        lines: rx,
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the gateway did not exit within 60 s of SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_out_of_the_box_on_the_embedded_broker() {
+    let mut served = serve(&["--embedded-partitions", "3"]);
+    let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
+        .await
+        .unwrap();
+    let topic = rand_topic("cli");
+    let requests: Vec<_> = (0..5)
+        .map(|b| {
+            batch(
+                b,
+                &topic,
+                (0..20)
+                    .map(|i| record(format!("key-{i}"), format!("{b}-{i}")))
+                    .collect(),
+            )
+        })
+        .collect();
+    let responses = produce_stream(&mut client, requests.clone()).await;
+    assert_eq!(responses.len(), 5);
+
+    // The logged bootstrap address serves what was produced, on a topic
+    // created with the configured partition count.
+    let consumed = consume(&served.bootstrap, &topic, 100).await;
+    assert_eq!(consumed.len(), 100);
+    assert_eq!(
+        consumed.iter().map(|c| c.partition).max(),
+        Some(2),
+        "3 partitions"
+    );
+    for (request, response) in requests.iter().zip(&responses) {
+        for (record, result) in request
+            .records
+            .iter()
+            .zip(&response.as_ref().unwrap().results)
+        {
+            assert_stored(at(&consumed, ok(result)), record);
+        }
+    }
+
+    sigterm(&served.child);
+    let status = wait_exit(&mut served.child);
+    assert!(status.success(), "a graceful stop exits 0, got {status}");
+    let rest: Vec<String> = served.lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("producer flushed")),
+        "{rest:#?}"
+    );
+}
+
+#[test]
+fn help_documents_every_option_with_its_variable() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "KAFKA_GATEWAY_LISTEN",
+        "127.0.0.1:50051",
+        "--bootstrap-servers",
+        "KAFKA_GATEWAY_BOOTSTRAP_SERVERS",
+        "--embedded-partitions",
+        "--max-in-flight-records",
+        "10000",
+        "--max-in-flight-bytes",
+        "16MiB",
+        "--max-record-bytes",
+        "--max-batch-records",
+        "--max-batch-bytes",
+        "--linger-ms",
+        "--compression",
+        "--enable-idempotence",
+        "--partitioner",
+        "murmur2_random",
+        "--librdkafka-option",
+        "KAFKA_GATEWAY_LIBRDKAFKA_OPTIONS",
+        "--shutdown-timeout",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_fix() {
+    for (args, needle) in [
+        (
+            vec!["serve", "--max-in-flight-records", "0"],
+            "--max-in-flight-records",
+        ),
+        (vec!["serve", "-X", "linger.ms=50"], "use --linger-ms"),
+        (
+            vec![
+                "serve",
+                "-X",
+                "no.such.property=1",
+                "--bootstrap-servers",
+                "127.0.0.1:9",
+            ],
+            "no.such.property",
+        ),
+        (vec!["serve", "--compression", "brotli"], "brotli"),
+    ] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

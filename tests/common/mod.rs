@@ -1,0 +1,308 @@
+//! Shared helpers for the integration tests: a gateway on 127.0.0.1:0 over an
+//! embedded broker, unique topics, a gRPC client, and a consumer that reads
+//! back what the gateway wrote.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use kafka_gateway::proto::producer_client::ProducerClient;
+use kafka_gateway::proto::{
+    self, Header, ProduceRequest, ProduceResponse, Record, RecordMetadata, record_result,
+};
+use kafka_gateway::{Config, EmbeddedBroker, Error};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// Partitions of topics the embedded broker creates on first use.
+pub const PARTITIONS: i32 = 6;
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub broker: Arc<EmbeddedBroker>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+/// Starts a broker, then a gateway over it with extra command-line `args`.
+pub async fn start_gateway(args: &[&str]) -> TestGateway {
+    let broker = Arc::new(EmbeddedBroker::start(1, PARTITIONS).expect("embedded broker starts"));
+    start_gateway_on(broker, true, args).await
+}
+
+/// Starts a gateway over `broker`. With `provision`, the gateway creates
+/// topics on first use, as `serve` does on its embedded broker; without, it
+/// sees the broker as any external Kafka.
+pub async fn start_gateway_on(
+    broker: Arc<EmbeddedBroker>,
+    provision: bool,
+    args: &[&str],
+) -> TestGateway {
+    let mut argv = vec!["kafka-gateway"];
+    if !provision {
+        argv.extend(["--bootstrap-servers", broker.bootstrap_servers()]);
+    }
+    argv.extend(args);
+    let config = Config::try_parse_from(argv).expect("valid test configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let embedded = provision.then(|| broker.clone());
+    let task = tokio::spawn(kafka_gateway::run(listener, config, embedded, async move {
+        let _ = stop_rx.await;
+    }));
+    TestGateway {
+        addr,
+        broker,
+        stop: Some(stop_tx),
+        task: Some(task),
+    }
+}
+
+impl TestGateway {
+    pub async fn client(&self) -> ProducerClient<Channel> {
+        ProducerClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("the gateway accepts connections")
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        self.broker.bootstrap_servers()
+    }
+
+    /// Asks the gateway to shut down without waiting for it.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts the gateway down and waits for it to finish draining. Returns
+    /// the broker, which outlives the gateway, so what was written can still
+    /// be read.
+    pub async fn stop(mut self) -> Result<Arc<EmbeddedBroker>, Error> {
+        self.request_stop();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the gateway stops within a minute")
+            .expect("the gateway task does not panic")?;
+        Ok(self.broker.clone())
+    }
+}
+
+/// A topic name no other test uses.
+pub fn rand_topic(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A record with a key and a value.
+pub fn record(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Record {
+    Record {
+        key: Some(Bytes::from(key.into())),
+        value: Some(Bytes::from(value.into())),
+        ..Record::default()
+    }
+}
+
+pub fn header(key: &str, value: &[u8]) -> Header {
+    Header {
+        key: key.into(),
+        value: Bytes::copy_from_slice(value),
+    }
+}
+
+pub fn batch(batch_id: u64, topic: &str, records: Vec<Record>) -> ProduceRequest {
+    ProduceRequest {
+        batch_id,
+        topic: topic.into(),
+        records,
+    }
+}
+
+/// Sends `requests` on one `Produce` stream and returns everything received
+/// until the server ended the stream: responses and, last, a status if the
+/// stream ended with one.
+pub async fn produce_stream(
+    client: &mut ProducerClient<Channel>,
+    requests: Vec<ProduceRequest>,
+) -> Vec<Result<ProduceResponse, Status>> {
+    let (tx, rx) = mpsc::channel(8);
+    let sender = tokio::spawn(async move {
+        for request in requests {
+            if tx.send(request).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    match client.produce(ReceiverStream::new(rx)).await {
+        Ok(response) => {
+            let mut inbound = response.into_inner();
+            loop {
+                match inbound.message().await {
+                    Ok(Some(response)) => out.push(Ok(response)),
+                    Ok(None) => break,
+                    Err(status) => {
+                        out.push(Err(status));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(status) => out.push(Err(status)),
+    }
+    sender.abort();
+    out
+}
+
+/// The metadata of an ok result; panics with the error otherwise.
+pub fn ok(result: &proto::RecordResult) -> &RecordMetadata {
+    match &result.result {
+        Some(record_result::Result::Ok(meta)) => meta,
+        other => panic!("expected an ok result, got {other:?}"),
+    }
+}
+
+/// The error of a failed result; panics otherwise.
+pub fn err(result: &proto::RecordResult) -> &proto::RecordError {
+    match &result.result {
+        Some(record_result::Result::Error(error)) => error,
+        other => panic!("expected an error result, got {other:?}"),
+    }
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Reads every partition of `topic` from the beginning until `expected`
+/// records arrived (keep tests under the embedded broker's retention: 5 MiB
+/// or 100,000 records per partition) (then a short while longer, to catch extras), or panics
+/// after 30 s. Sorted by partition, then offset.
+pub async fn consume(bootstrap_servers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
+    let bootstrap_servers = bootstrap_servers.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || consume_blocking(&bootstrap_servers, &topic, expected))
+        .await
+        .unwrap()
+}
+
+fn consume_blocking(bootstrap_servers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("group.id", "kafka-gateway-tests")
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_some_and(|until| now > until) {
+            break;
+        }
+        assert!(
+            now < deadline,
+            "read {} of {expected} records from {topic} in 30 s",
+            out.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume");
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Consumed {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers,
+                timestamp_ms: message.timestamp().to_millis(),
+            });
+        }
+        if out.len() >= expected && settle_until.is_none() {
+            settle_until = Some(Instant::now() + Duration::from_millis(300));
+        }
+    }
+    out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
+/// Finds the consumed record stored where an ack says.
+pub fn at<'a>(consumed: &'a [Consumed], meta: &RecordMetadata) -> &'a Consumed {
+    consumed
+        .iter()
+        .find(|c| c.partition == meta.partition && c.offset == meta.offset)
+        .unwrap_or_else(|| {
+            panic!(
+                "nothing stored at partition {} offset {}",
+                meta.partition, meta.offset
+            )
+        })
+}
+
+/// Checks that `consumed` holds exactly what `record` asked for.
+pub fn assert_stored(consumed: &Consumed, record: &Record) {
+    assert_eq!(consumed.key.as_deref(), record.key.as_deref(), "key");
+    assert_eq!(consumed.value.as_deref(), record.value.as_deref(), "value");
+    let headers: Vec<(String, Vec<u8>)> = record
+        .headers
+        .iter()
+        .map(|h| (h.key.clone(), h.value.to_vec()))
+        .collect();
+    assert_eq!(consumed.headers, headers, "headers, in order");
+    if let Some(timestamp) = record.timestamp_ms {
+        assert_eq!(consumed.timestamp_ms, Some(timestamp), "timestamp");
+    }
+}
