@@ -19,33 +19,33 @@ impl Trigger {
 
 /// Watched by every stream: cheap to clone, cheap to check.
 #[derive(Debug, Clone)]
-pub struct Signal(watch::Receiver<bool>);
+pub struct Signal(Option<watch::Receiver<bool>>);
 
 impl Signal {
     /// A signal that never fires, for a driver that runs without a server.
     pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        // Leaking one tiny sender keeps the channel open for good.
-        std::mem::forget(tx);
-        Signal(rx)
+        Signal(None)
     }
 
     pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
+        self.0.as_ref().is_some_and(|rx| *rx.borrow())
     }
 
     /// Resolves once shutdown is requested. Cancel-safe. If the trigger is
     /// dropped without firing, never resolves.
     pub async fn requested(&mut self) {
-        if self.0.wait_for(|&requested| requested).await.is_err() {
-            std::future::pending::<()>().await;
+        if let Some(rx) = &mut self.0
+            && rx.wait_for(|&requested| requested).await.is_ok()
+        {
+            return;
         }
+        std::future::pending::<()>().await;
     }
 }
 
 pub fn channel() -> (Trigger, Signal) {
     let (tx, rx) = watch::channel(false);
-    (Trigger(tx), Signal(rx))
+    (Trigger(tx), Signal(Some(rx)))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM, the signal Kubernetes and most

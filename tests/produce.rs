@@ -551,3 +551,141 @@ async fn over_limit_batches_end_the_stream_after_answering_earlier_ones() {
     );
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
+    let gateway = start_gateway(&[
+        "-X",
+        "message.timeout.ms=1500",
+        "-X",
+        "reconnect.backoff.max.ms=200",
+    ])
+    .await;
+    let topic = rand_topic("broker-down");
+    let mut client = gateway.client().await;
+    let first = produce_stream(
+        &mut client,
+        vec![batch(1, &topic, vec![record("k", "before")])],
+    )
+    .await;
+    ok(&first[0].as_ref().unwrap().results[0]);
+
+    gateway
+        .broker
+        .with(|cluster| cluster.broker_down(1))
+        .await
+        .unwrap();
+    let down = produce_stream(
+        &mut client,
+        vec![batch(
+            2,
+            &topic,
+            vec![record("k", "lost-1"), record("k", "lost-2")],
+        )],
+    )
+    .await;
+    for result in &down[0].as_ref().unwrap().results {
+        let timed_out = err(result);
+        assert_eq!(
+            timed_out.code,
+            ErrorCode::TimedOut as i32,
+            "{}",
+            timed_out.message
+        );
+        assert!(
+            timed_out.message.contains("_MSG_TIMED_OUT"),
+            "{}",
+            timed_out.message
+        );
+        assert!(timed_out.retriable, "a timed-out record may be sent again");
+    }
+
+    // Once the broker is back, a client retrying a retriable error gets
+    // through (after librdkafka reconnects).
+    gateway
+        .broker
+        .with(|cluster| cluster.broker_up(1))
+        .await
+        .unwrap();
+    let mut acked = None;
+    for attempt in 0..20 {
+        let after = produce_stream(
+            &mut client,
+            vec![batch(
+                3,
+                &topic,
+                vec![record("k", format!("after-{attempt}"))],
+            )],
+        )
+        .await;
+        let result = &after[0].as_ref().unwrap().results[0];
+        if let Some(kafka_gateway::proto::record_result::Result::Ok(meta)) = &result.result {
+            acked = Some((attempt, meta.clone()));
+            break;
+        }
+        assert!(err(result).retriable, "{:?}", err(result));
+    }
+    let (attempt, meta) = acked.expect("the broker is reachable again within 20 attempts");
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 2).await;
+    assert_eq!(consumed[0].value.as_deref(), Some(&b"before"[..]));
+    assert_eq!(
+        at(&consumed, &meta).value,
+        Some(format!("after-{attempt}").into_bytes())
+    );
+    assert!(
+        consumed
+            .iter()
+            .all(|c| !c.value.as_ref().unwrap().starts_with(b"lost")),
+        "records that timed out while the broker was down are not stored"
+    );
+    gateway.stop().await.unwrap();
+}
+
+/// What a client built from a different proto would send: field 1 as a
+/// string where `ProduceRequest.batch_id` is a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAProduceRequest {
+    #[prost(string, tag = "1")]
+    batch_id: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_ends_the_stream_with_invalid_argument() {
+    let gateway = start_gateway(&[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<NotAProduceRequest, kafka_gateway::proto::ProduceResponse>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/kafka_gateway.v1.Producer/Produce");
+    let garbage = tokio_stream::iter(vec![NotAProduceRequest {
+        batch_id: "seven".into(),
+    }]);
+    let mut responses = grpc
+        .streaming(tonic::Request::new(garbage), path, codec)
+        .await
+        .unwrap()
+        .into_inner();
+    let status = responses
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("producer.proto"),
+        "{}",
+        status.message()
+    );
+
+    // The gateway is unharmed.
+    let mut client = gateway.client().await;
+    let topic = rand_topic("after-garbage");
+    let responses =
+        produce_stream(&mut client, vec![batch(1, &topic, vec![record("k", "v")])]).await;
+    ok(&responses[0].as_ref().unwrap().results[0]);
+    gateway.stop().await.unwrap();
+}

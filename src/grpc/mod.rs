@@ -77,13 +77,22 @@ impl ProducerService {
 }
 
 fn log_summary(kind: &'static str, summary: &Summary) {
+    if summary.client_gone {
+        tracing::info!(
+            kind,
+            batches = summary.batches,
+            records_ok = summary.records_ok,
+            records_failed = summary.records_failed,
+            records_abandoned = summary.records_abandoned,
+            "client left mid-stream: its in-flight records completed, unsent ones were dropped"
+        );
+        return;
+    }
     tracing::debug!(
         kind,
         batches = summary.batches,
         records_ok = summary.records_ok,
         records_failed = summary.records_failed,
-        records_abandoned = summary.records_abandoned,
-        client_gone = summary.client_gone,
         "stream ended"
     );
 }

@@ -12,7 +12,7 @@
 //!    window stops the reading and HTTP/2 flow control reaches the client),
 //!    the client leaving, or shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::error::StreamError;
-use crate::proto::{ProduceRequest, ProduceResponse, RecordResult};
+use crate::proto::{ProduceRequest, ProduceResponse, RecordError, RecordResult};
 use crate::shutdown;
 
 use super::validate::{self, DefaultTopic};
@@ -205,36 +205,28 @@ async fn accept<S: Sender>(
     }
     let seq = batches.open(request.batch_id, request.records.len());
     let default_topic = DefaultTopic::new(request.topic);
-    let first = pending.len();
+    // Each topic of the batch is made sure of once, before its first record
+    // is queued; a topic that cannot be had fails its records.
+    let mut topics: HashMap<Arc<str>, Option<RecordError>> = HashMap::new();
     for (index, record) in request.records.into_iter().enumerate() {
-        match validate::prepare(record, &default_topic, limits.max_record_bytes) {
+        let checked = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
+            Ok(record) => {
+                if !topics.contains_key(&record.topic) {
+                    let failure = sender.ensure_topic(&record.topic).await.err();
+                    topics.insert(record.topic.clone(), failure);
+                }
+                match &topics[&record.topic] {
+                    Some(failure) => Err(failure.clone()),
+                    None => Ok(record),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        match checked {
             Ok(record) => pending.push_back(((seq, index, record.topic.clone()), record)),
             Err(error) => {
                 summary.records_failed += 1;
                 batches.resolve(seq, index, error_result(error));
-            }
-        }
-    }
-
-    // Make sure each topic of the batch exists before its first record is
-    // sent; a topic that cannot be had fails its records here.
-    let mut checked: Vec<(Arc<str>, Option<crate::proto::RecordError>)> = Vec::new();
-    for (tag, _) in pending.iter().skip(first) {
-        if !checked.iter().any(|(topic, _)| *topic == tag.2) {
-            let failure = sender.ensure_topic(&tag.2).await.err();
-            checked.push((tag.2.clone(), failure));
-        }
-    }
-    if checked.iter().any(|(_, failure)| failure.is_some()) {
-        let queued: Vec<_> = pending.drain(first..).collect();
-        for (tag, record) in queued {
-            let failure = checked.iter().find(|(topic, _)| *topic == tag.2);
-            match failure.and_then(|(_, f)| f.clone()) {
-                Some(error) => {
-                    summary.records_failed += 1;
-                    batches.resolve(tag.0, tag.1, error_result(error));
-                }
-                None => pending.push_back((tag, record)),
             }
         }
     }
