@@ -39,14 +39,17 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
 pub use embedded::EmbeddedBroker;
 pub use error::Error;
 
 use produce::kafka::KafkaSender;
+
+/// TCP keepalive on client connections.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains.
 ///
@@ -93,13 +96,16 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, %bootstrap_servers, "gRPC server listening");
+    // No Nagle: acks are small and latency-sensitive. Keepalive finds dead
+    // clients whose streams would otherwise hold their windows.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let mut server_signal = signal.clone();
     let server = tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(service.into_server(config.max_batch_bytes))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            server_signal.requested().await
-        });
+        .serve_with_incoming_shutdown(incoming, async move { server_signal.requested().await });
     let mut server = tokio::spawn(server);
 
     tokio::select! {
