@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use kafka_gateway::proto::ProduceRequest;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// `count` batches of `per_batch` records to partition 0, values numbered
 /// across the stream.
@@ -180,24 +178,8 @@ async fn a_cancelled_stream_leaves_the_gateway_healthy_and_kafka_consistent() {
     let topic = rand_topic("cancelled");
     let mut client = gateway.client().await;
 
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = client
-        .produce(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let feeder = tokio::spawn({
-        let requests = numbered_batches(&topic, 200, 20, 50);
-        async move {
-            for request in requests {
-                if tx.send(request).await.is_err() {
-                    break;
-                }
-            }
-            // Hold the request side open: the client cancels, it does not finish.
-            std::future::pending::<()>().await;
-        }
-    });
+    let (mut responses, feeder) =
+        open_stream(&mut client, numbered_batches(&topic, 200, 20, 50)).await;
     let mut acked = 0;
     while acked < 10 {
         let response = responses.message().await.unwrap().expect("a response");
@@ -241,21 +223,8 @@ async fn shutdown_answers_every_batch_read_and_keeps_every_ack() {
     let topic = rand_topic("shutdown");
     let mut client = gateway.client().await;
 
-    let (tx, rx) = mpsc::channel(2);
-    let mut responses = client
-        .produce(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let requests = numbered_batches(&topic, 500, 10, 30);
-    let feeder = tokio::spawn(async move {
-        for request in requests {
-            if tx.send(request).await.is_err() {
-                break;
-            }
-        }
-        std::future::pending::<()>().await;
-    });
+    let (mut responses, feeder) =
+        open_stream(&mut client, numbered_batches(&topic, 500, 10, 30)).await;
 
     let mut answered: Vec<kafka_gateway::proto::ProduceResponse> = Vec::new();
     let status = loop {

@@ -269,44 +269,20 @@ async fn bad_records_get_their_own_errors_while_streams_go_on() {
     let first = &responses[0].as_ref().unwrap().results;
     ok(&first[0]);
     for (index, needle) in [(1, "' '"), (2, "at most 249"), (4, "partition -3")] {
-        let error = err(&first[index]);
-        assert_eq!(
-            error.code,
-            ErrorCode::InvalidRecord as i32,
-            "{}",
-            error.message
-        );
-        assert!(error.message.contains(needle), "{}", error.message);
+        let error = assert_error(&first[index], ErrorCode::InvalidRecord, needle);
         assert!(!error.retriable);
     }
-    let too_large = err(&first[3]);
-    assert_eq!(too_large.code, ErrorCode::RecordTooLarge as i32);
-    assert!(
-        too_large.message.contains("--max-record-bytes"),
-        "{}",
-        too_large.message
-    );
+    assert_error(&first[3], ErrorCode::RecordTooLarge, "--max-record-bytes");
     ok(&first[5]);
 
-    let no_topic = err(&responses[1].as_ref().unwrap().results[0]);
-    assert_eq!(no_topic.code, ErrorCode::InvalidRecord as i32);
-    assert!(
-        no_topic.message.contains("no topic"),
-        "{}",
-        no_topic.message
-    );
+    let no_topic = &responses[1].as_ref().unwrap().results[0];
+    assert_error(no_topic, ErrorCode::InvalidRecord, "no topic");
 
-    let unknown_partition = err(&responses[2].as_ref().unwrap().results[0]);
-    assert_eq!(
-        unknown_partition.code,
-        ErrorCode::UnknownPartition as i32,
-        "{}",
-        unknown_partition.message
-    );
-    assert!(
-        unknown_partition.message.contains("_UNKNOWN_PARTITION"),
-        "{}",
-        unknown_partition.message
+    let unknown_partition = &responses[2].as_ref().unwrap().results[0];
+    assert_error(
+        unknown_partition,
+        ErrorCode::UnknownPartition,
+        "_UNKNOWN_PARTITION",
     );
     ok(&responses[3].as_ref().unwrap().results[0]);
 
@@ -353,13 +329,7 @@ async fn broker_side_failures_become_record_errors() {
     .await;
     let results = &responses[0].as_ref().unwrap().results;
     ok(&results[0]);
-    let too_large = err(&results[1]);
-    assert_eq!(too_large.code, ErrorCode::RecordTooLarge as i32);
-    assert!(
-        too_large.message.contains("MSG_SIZE_TOO_LARGE"),
-        "{}",
-        too_large.message
-    );
+    assert_error(&results[1], ErrorCode::RecordTooLarge, "MSG_SIZE_TOO_LARGE");
     ok(&results[2]);
 
     // The broker refuses writes to a topic.
@@ -377,17 +347,10 @@ async fn broker_side_failures_become_record_errors() {
         vec![batch(2, &topic, vec![record("k", "denied")])],
     )
     .await;
-    let denied = err(&responses[0].as_ref().unwrap().results[0]);
-    assert_eq!(
-        denied.code,
-        ErrorCode::NotAuthorized as i32,
-        "{}",
-        denied.message
-    );
-    assert!(
-        denied.message.contains("TOPIC_AUTHORIZATION_FAILED"),
-        "{}",
-        denied.message
+    let denied = assert_error(
+        &responses[0].as_ref().unwrap().results[0],
+        ErrorCode::NotAuthorized,
+        "TOPIC_AUTHORIZATION_FAILED",
     );
     assert!(!denied.retriable);
 
@@ -436,18 +399,7 @@ async fn an_unknown_topic_is_a_record_error() {
     .await;
     let results = &responses[0].as_ref().unwrap().results;
     ok(&results[0]);
-    let unknown = err(&results[1]);
-    assert_eq!(
-        unknown.code,
-        ErrorCode::UnknownTopic as i32,
-        "{}",
-        unknown.message
-    );
-    assert!(
-        unknown.message.contains("UNKNOWN_TOPIC"),
-        "{}",
-        unknown.message
-    );
+    assert_error(&results[1], ErrorCode::UnknownTopic, "UNKNOWN_TOPIC");
     ok(&results[2]);
     gateway.stop().await.unwrap();
 }
@@ -585,18 +537,7 @@ async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
     )
     .await;
     for result in &down[0].as_ref().unwrap().results {
-        let timed_out = err(result);
-        assert_eq!(
-            timed_out.code,
-            ErrorCode::TimedOut as i32,
-            "{}",
-            timed_out.message
-        );
-        assert!(
-            timed_out.message.contains("_MSG_TIMED_OUT"),
-            "{}",
-            timed_out.message
-        );
+        let timed_out = assert_error(result, ErrorCode::TimedOut, "_MSG_TIMED_OUT");
         assert!(timed_out.retriable, "a timed-out record may be sent again");
     }
 

@@ -194,6 +194,47 @@ pub fn err(result: &proto::RecordResult) -> &proto::RecordError {
     }
 }
 
+/// Checks that a result is an error of `code` whose message contains
+/// `needle`, and returns the error.
+pub fn assert_error<'a>(
+    result: &'a proto::RecordResult,
+    code: proto::ErrorCode,
+    needle: &str,
+) -> &'a proto::RecordError {
+    let error = err(result);
+    assert_eq!(error.code, code as i32, "{}", error.message);
+    assert!(
+        error.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        error.message
+    );
+    error
+}
+
+/// Opens a `Produce` stream fed with `requests`, whose request side stays
+/// open after the last one, as a client that has not finished. Abort the
+/// returned task to cancel like a client that goes away.
+pub async fn open_stream(
+    client: &mut ProducerClient<Channel>,
+    requests: Vec<ProduceRequest>,
+) -> (tonic::Streaming<ProduceResponse>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(2);
+    let feeder = tokio::spawn(async move {
+        for request in requests {
+            if tx.send(request).await.is_err() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let responses = client
+        .produce(ReceiverStream::new(rx))
+        .await
+        .expect("the gateway accepts the stream")
+        .into_inner();
+    (responses, feeder)
+}
+
 /// A record read back from Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
