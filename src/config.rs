@@ -31,8 +31,10 @@ pub const DEFAULT_MAX_IN_FLIGHT_BYTES: &str = "16MiB";
 pub const DEFAULT_MAX_RECORD_BYTES: &str = "1MiB";
 /// Records one batch may hold.
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 10_000;
-/// Size of one encoded `ProduceRequest`: the gRPC message size limit.
-pub const DEFAULT_MAX_BATCH_BYTES: &str = "64MiB";
+/// Size of one encoded `ProduceRequest`: the gRPC message size limit. A
+/// batch is decoded whole before its records enter the window, so this also
+/// bounds what one stream holds beyond the window; as large as the window.
+pub const DEFAULT_MAX_BATCH_BYTES: &str = "16MiB";
 /// librdkafka's default is 5 ms since 1.9; said here so it is explicit.
 pub const DEFAULT_LINGER_MS: u64 = 5;
 /// Places keyed records where the Java client would (librdkafka's own default,
@@ -327,6 +329,7 @@ mod tests {
         assert_eq!(config.max_in_flight_records, 10_000);
         assert_eq!(config.max_in_flight_bytes, 16 << 20);
         assert_eq!(config.max_record_bytes, 1 << 20);
+        assert_eq!(config.max_batch_bytes, 16 << 20);
         assert!(config.enable_idempotence);
         assert_eq!(config.partitioner, "murmur2_random");
         assert_eq!(config.embedded_partitions, 6);
