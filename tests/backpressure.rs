@@ -41,6 +41,14 @@ fn number(value: &[u8]) -> usize {
     std::str::from_utf8(&value[..8]).unwrap().parse().unwrap()
 }
 
+/// The numbers of consumed records, in the order given.
+fn numbers<'a>(consumed: impl IntoIterator<Item = &'a Consumed>) -> Vec<usize> {
+    consumed
+        .into_iter()
+        .map(|c| number(c.value.as_ref().unwrap()))
+        .collect()
+}
+
 /// Waits until `counter` stops moving for half a second.
 async fn settle(counter: &AtomicUsize) -> usize {
     let mut last = counter.load(Ordering::SeqCst);
@@ -101,11 +109,7 @@ async fn a_tiny_queue_and_window_still_deliver_everything_in_order() {
     let consumed = consume(gateway.bootstrap_servers(), &topic, 2_000).await;
     assert_eq!(consumed.len(), 2_000, "every record is in Kafka, once");
     for partition in 0..2 {
-        let numbers: Vec<usize> = consumed
-            .iter()
-            .filter(|c| c.partition == partition)
-            .map(|c| number(c.value.as_ref().unwrap()))
-            .collect();
+        let numbers = numbers(consumed.iter().filter(|c| c.partition == partition));
         assert_eq!(
             numbers,
             (0..1_000).collect::<Vec<_>>(),
@@ -164,10 +168,7 @@ async fn a_slow_broker_pushes_back_on_the_client() {
     }
     assert_eq!(next as usize, BATCHES);
     let consumed = consume(gateway.bootstrap_servers(), &topic, BATCHES).await;
-    let numbers: Vec<usize> = consumed
-        .iter()
-        .map(|c| number(c.value.as_ref().unwrap()))
-        .collect();
+    let numbers = numbers(&consumed);
     assert_eq!(numbers, (0..BATCHES).collect::<Vec<_>>());
     gateway.stop().await.unwrap();
 }
@@ -196,23 +197,14 @@ async fn a_cancelled_stream_leaves_the_gateway_healthy_and_kafka_consistent() {
     let mut client = gateway.client().await;
     let after = produce_stream(&mut client, numbered_batches(&other_topic, 3, 10, 10)).await;
     assert_eq!(after.len(), 3);
-    assert!(after.iter().all(|r| {
-        r.as_ref()
-            .unwrap()
-            .results
-            .iter()
-            .all(|res| ok(res).offset >= 0)
-    }));
+    assert!(all_acks(&after).iter().all(|meta| meta.offset >= 0));
 
     // The gateway drains and stops cleanly. What reached Kafka from the
     // cancelled stream is a prefix of it, in order, without duplicates, and
     // holds every acked record.
     let broker = gateway.stop().await.unwrap();
     let consumed = consume(broker.bootstrap_servers(), &topic, acked as usize * 20).await;
-    let numbers: Vec<usize> = consumed
-        .iter()
-        .map(|c| number(c.value.as_ref().unwrap()))
-        .collect();
+    let numbers = numbers(&consumed);
     assert_eq!(numbers, (0..numbers.len()).collect::<Vec<_>>());
     assert!(numbers.len() < 200 * 20, "the stream was cut short");
 }
@@ -268,10 +260,7 @@ async fn shutdown_answers_every_batch_read_and_keeps_every_ack() {
     // Every acked record is in Kafka, in order; nothing beyond what the
     // gateway read is.
     let consumed = consume(broker.bootstrap_servers(), &topic, acks.len()).await;
-    let numbers: Vec<usize> = consumed
-        .iter()
-        .map(|c| number(c.value.as_ref().unwrap()))
-        .collect();
+    let numbers = numbers(&consumed);
     assert_eq!(
         numbers.len(),
         acks.len(),

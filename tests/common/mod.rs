@@ -186,6 +186,22 @@ pub fn ok(result: &proto::RecordResult) -> &RecordMetadata {
     }
 }
 
+/// Every record's ack across `responses`, in order; panics on a stream
+/// status or a record error.
+pub fn all_acks(responses: &[Result<ProduceResponse, Status>]) -> Vec<RecordMetadata> {
+    responses
+        .iter()
+        .flat_map(|r| {
+            r.as_ref()
+                .expect("no stream error")
+                .results
+                .iter()
+                .map(ok)
+                .cloned()
+        })
+        .collect()
+}
+
 /// The error of a failed result; panics otherwise.
 pub fn err(result: &proto::RecordResult) -> &proto::RecordError {
     match &result.result {
