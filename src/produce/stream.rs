@@ -211,12 +211,16 @@ async fn accept<S: Sender>(
     for (index, record) in request.records.into_iter().enumerate() {
         let checked = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
             Ok(record) => {
-                if !topics.contains_key(&record.topic) {
-                    let failure = sender.ensure_topic(&record.topic).await.err();
-                    topics.insert(record.topic.clone(), failure);
-                }
-                match &topics[&record.topic] {
-                    Some(failure) => Err(failure.clone()),
+                let failure = match topics.get(&record.topic) {
+                    Some(failure) => failure.clone(),
+                    None => {
+                        let failure = sender.ensure_topic(&record.topic).await.err();
+                        topics.insert(record.topic.clone(), failure.clone());
+                        failure
+                    }
+                };
+                match failure {
+                    Some(failure) => Err(failure),
                     None => Ok(record),
                 }
             }
