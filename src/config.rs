@@ -40,6 +40,9 @@ pub const DEFAULT_LINGER_MS: u64 = 5;
 /// Places keyed records where the Java client would (librdkafka's own default,
 /// `consistent_random`, hashes differently).
 pub const DEFAULT_PARTITIONER: &str = "murmur2_random";
+/// How often librdkafka reports the statistics the metrics show, when the
+/// metrics listener is on (`-X statistics.interval.ms=...` overrides).
+pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 /// How long a graceful shutdown may take before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 
@@ -77,12 +80,32 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
     name = "kafka-gateway serve",
     after_long_help = "Sizes take a plain byte count or a KiB/MiB/GiB (or KB/MB/GB) suffix. \
 Durations take ms, s or m. Every option can also be set by the environment variable shown; \
-a flag wins over its variable. RUST_LOG sets the log filter (default: info)."
+a flag wins over its variable. RUST_LOG sets the log filter (default: info).
+
+Tracing: each batch is an OpenTelemetry span (kind PRODUCER, `send {topic}`) under the \
+caller's W3C trace context, and each record carries a `traceparent` header pointing at it. \
+Spans go over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) or \
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, \
+OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS and \
+OTEL_EXPORTER_OTLP_TIMEOUT apply; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn \
+it off.
+
+Health: gRPC health checking (grpc.health.v1) reports SERVING once the producer has reached \
+a broker and NOT_SERVING while draining; --metrics-listen serves the same on /readyz, and \
+/healthz fails only after a fatal producer error. SIGTERM or Ctrl-C drains: no new streams, \
+every batch already read is answered, streams end with UNAVAILABLE, the producer is flushed \
+and spans are exported, within --shutdown-timeout."
 )]
 pub struct Config {
     /// Address the gRPC server listens on.
     #[arg(long, env = "KAFKA_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Address of the HTTP listener for Prometheus metrics (/metrics) and
+    /// the liveness and readiness probes (/healthz, /readyz). Off when
+    /// unset.
+    #[arg(long, env = "KAFKA_GATEWAY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Kafka brokers to produce to (librdkafka's bootstrap.servers). When
     /// unset, the gateway starts an embedded in-memory broker and logs its
@@ -250,6 +273,9 @@ impl Config {
                     .max(1_000_000)
                     .to_string(),
             );
+        if self.metrics_listen.is_some() {
+            config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
+        }
         for (key, value) in &self.librdkafka_options {
             config.set(key, value);
         }

@@ -84,6 +84,16 @@ impl StreamError {
     /// Sorts an error read from the inbound stream: a broken message ends the
     /// stream with a status; anything else means the client went away, and
     /// there is nobody left to tell (`None`).
+    /// A short name, for the metrics of why streams ended.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StreamError::TooManyRecords { .. } => "too_many_records",
+            StreamError::BatchTooLarge(_) => "batch_too_large",
+            StreamError::Malformed(_) => "malformed",
+            StreamError::ShuttingDown => "shutdown",
+        }
+    }
+
     pub fn from_inbound(status: &Status) -> Option<StreamError> {
         match status.code() {
             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {

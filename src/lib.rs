@@ -15,15 +15,22 @@
 //! - [`produce::kafka`]: the one shared librdkafka producer;
 //! - [`embedded`]: an in-memory broker for running without Kafka;
 //! - [`shutdown`]: stop reading, answer what was read, flush.
+//!
+//! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
+//! [`health`], and [`admin`], the HTTP listener serving the last two.
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod grpc;
+pub mod health;
+pub mod metrics;
 pub mod produce;
 pub mod shutdown;
+pub mod telemetry;
 
 /// The generated protobuf and gRPC types of `kafka_gateway.v1`.
 pub mod proto {
@@ -36,6 +43,7 @@ pub mod proto {
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -45,24 +53,59 @@ use tonic::transport::server::TcpIncoming;
 pub use config::Config;
 pub use embedded::EmbeddedBroker;
 pub use error::Error;
+pub use telemetry::Tracing;
 
+use health::Health;
+use metrics::Metrics;
 use produce::kafka::KafkaSender;
 
 /// TCP keepalive on client connections.
-const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How often to retry reaching the brokers before the gateway is ready.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+/// The sockets the gateway serves on.
+pub struct Listeners {
+    /// The gRPC server.
+    pub grpc: TcpListener,
+    /// Metrics and HTTP probes, when wanted.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        let bind = |addr, option| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|err| Error::Config(format!("cannot listen on {addr} ({option}): {err}")))
+        };
+        Ok(Self {
+            grpc: bind(config.listen, "--listen / KAFKA_GATEWAY_LISTEN").await?,
+            metrics: match config.metrics_listen {
+                Some(addr) => {
+                    Some(bind(addr, "--metrics-listen / KAFKA_GATEWAY_METRICS_LISTEN").await?)
+                }
+                None => None,
+            },
+        })
+    }
+}
+
+/// Serves the gateway until `shutdown` resolves, then drains.
 ///
 /// Kafka is `embedded` when given (its topics are created on first use with
 /// the configured partition count), else `config.bootstrap_servers`.
 ///
-/// Shutdown: new streams are refused, open streams stop reading, answer every
-/// batch they read and end with UNAVAILABLE; then the producer is flushed.
-/// All of it within `config.shutdown_timeout`.
+/// Shutdown: health goes NOT_SERVING, new streams are refused, open streams
+/// stop reading, answer every batch they read and end with UNAVAILABLE; then
+/// the producer is flushed and the spans are exported. All of it within
+/// `config.shutdown_timeout`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     embedded: Option<Arc<EmbeddedBroker>>,
+    tracing: Tracing,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     config.validate()?;
@@ -76,9 +119,14 @@ pub async fn run(
             ));
         }
     };
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    let tracing = Arc::new(tracing);
     let sender = Arc::new(KafkaSender::new(
         &config.client_config(&bootstrap_servers),
         embedded,
+        metrics.clone(),
+        health.clone(),
     )?);
 
     let (trigger, signal) = shutdown::channel();
@@ -88,58 +136,114 @@ pub async fn run(
         config.stream_limits(),
         signal.clone(),
         tasks.clone(),
+        metrics.clone(),
+        tracing.clone(),
     );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|err| Error::Config(format!("invalid descriptor set: {err}")))?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let background = TaskTracker::new();
+    let report = background.spawn({
+        let health = health.clone();
+        async move { health.report(reporter).await }
+    });
+    let connect = background.spawn({
+        let (sender, health) = (sender.clone(), health.clone());
+        async move {
+            sender.wait_for_brokers(CONNECT_RETRY).await;
+            health.serving();
+        }
+    });
+    // The HTTP listener outlives the gRPC server, so probes see the drain.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = listeners.metrics {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "metrics and probes listening on /metrics, /healthz, /readyz");
+        let (metrics, health) = (metrics.clone(), health.clone());
+        background.spawn(async move {
+            let stopped = async move {
+                let _ = admin_stopped.await;
+            };
+            if let Err(err) = admin::serve(listener, metrics, health, stopped).await {
+                tracing::error!(%err, "metrics listener failed");
+            }
+        });
+    }
 
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, %bootstrap_servers, "gRPC server listening");
+    let addr = listeners.grpc.local_addr()?;
+    tracing::info!(
+        %addr,
+        %bootstrap_servers,
+        tracing = if tracing.is_enabled() { "otlp" } else { "off" },
+        "gRPC server listening"
+    );
     // No Nagle: acks are small and latency-sensitive. Keepalive finds dead
     // clients whose streams would otherwise hold their windows.
-    let incoming = TcpIncoming::from(listener)
+    let incoming = TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
     let mut server_signal = signal.clone();
     let server = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server(config.max_batch_bytes))
         .serve_with_incoming_shutdown(incoming, async move { server_signal.requested().await });
     let mut server = tokio::spawn(server);
 
-    tokio::select! {
+    let served = tokio::select! {
         result = &mut server => {
             // The server stopped on its own: nothing to drain.
-            return result.map_err(|err| Error::Io(std::io::Error::other(err)))?.map_err(Error::from);
+            result.map_err(|err| Error::Io(std::io::Error::other(err)))?.map_err(Error::from)
         }
-        () = shutdown => {}
-    }
+        () = shutdown => Ok(()),
+    };
 
     let deadline = Instant::now() + config.shutdown_timeout;
-    tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: draining streams");
-    trigger.trigger();
-    tasks.close();
-    let drained = tokio::time::timeout_at(deadline, async {
-        let _ = (&mut server).await;
-        tasks.wait().await;
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("streams did not drain within --shutdown-timeout; closing them");
-        server.abort();
+    if served.is_ok() {
+        tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: draining streams");
+        health.draining();
+        connect.abort();
+        trigger.trigger();
+        tasks.close();
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = (&mut server).await;
+            tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("streams did not drain within --shutdown-timeout; closing them");
+            server.abort();
+        }
     }
     let in_flight = sender.in_flight_count();
-    match sender
-        .flush(deadline.saturating_duration_since(Instant::now()))
-        .await
-    {
-        Ok(()) => tracing::info!(in_flight, "producer flushed; bye"),
+    match sender.flush(remaining(deadline)).await {
+        Ok(()) => tracing::info!(in_flight, "producer flushed"),
         Err(err) => tracing::warn!(
             in_flight = sender.in_flight_count(),
             %err,
             "producer flush did not finish; unacknowledged records may be lost"
         ),
     }
-    Ok(())
+    tracing.shutdown(remaining(deadline)).await;
+    let _ = admin_stop.send(());
+    connect.abort();
+    report.abort();
+    background.close();
+    if tokio::time::timeout_at(deadline, background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the metrics listener did not stop within --shutdown-timeout");
+    }
+    tracing::info!("bye");
+    served
+}
+
+/// Time left until `deadline`, at least a moment so a last flush is tried.
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100))
 }

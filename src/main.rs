@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use kafka_gateway::{Config, EmbeddedBroker, Error, shutdown};
-use tokio::net::TcpListener;
+use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing, shutdown};
 
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
 const EXIT_USAGE: u8 = 64;
@@ -85,13 +84,9 @@ async fn serve(config: Config) -> Result<(), Error> {
             Some(Arc::new(broker))
         }
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(|err| {
-        Error::Config(format!(
-            "cannot listen on {} (--listen / KAFKA_GATEWAY_LISTEN): {err}",
-            config.listen
-        ))
-    })?;
-    kafka_gateway::run(listener, config, embedded, shutdown::os_signal()).await
+    let listeners = Listeners::bind(&config).await?;
+    let tracing = Tracing::from_env()?;
+    kafka_gateway::run(listeners, config, embedded, tracing, shutdown::os_signal()).await
 }
 
 fn init_logging() {

@@ -9,10 +9,12 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StreamError;
-use crate::produce::{self, StreamLimits, Summary, kafka::KafkaSender};
+use crate::metrics::Metrics;
+use crate::produce::{self, Observers, StreamLimits, Summary, kafka::KafkaSender};
 use crate::proto::producer_server::{Producer, ProducerServer};
 use crate::proto::{ProduceRequest, ProduceResponse};
 use crate::shutdown;
+use crate::telemetry::Tracing;
 
 /// Responses buffered per stream before the driver waits for the client to
 /// read: small, because each one is a whole batch's acks.
@@ -28,6 +30,8 @@ pub struct ProducerService {
     /// Every stream's task, so shutdown can wait for the last in-flight
     /// record, even of a stream whose client already left.
     tasks: TaskTracker,
+    metrics: Arc<Metrics>,
+    tracing: Arc<Tracing>,
 }
 
 impl ProducerService {
@@ -36,12 +40,16 @@ impl ProducerService {
         limits: StreamLimits,
         shutdown: shutdown::Signal,
         tasks: TaskTracker,
+        metrics: Arc<Metrics>,
+        tracing: Arc<Tracing>,
     ) -> Self {
         Self {
             sender,
             limits,
             shutdown,
             tasks,
+            metrics,
+            tracing,
         }
     }
 
@@ -52,10 +60,12 @@ impl ProducerService {
     }
 
     /// Starts a task driving one stream; its responses arrive on the returned
-    /// receiver.
+    /// receiver. Its batches' spans are children of the caller's context in
+    /// `metadata`.
     fn spawn_stream<In>(
         &self,
         kind: &'static str,
+        metadata: &tonic::metadata::MetadataMap,
         inbound: In,
     ) -> Result<mpsc::Receiver<Result<ProduceResponse, Status>>, Status>
     where
@@ -68,8 +78,14 @@ impl ProducerService {
         let sender = self.sender.clone();
         let limits = self.limits;
         let shutdown = self.shutdown.clone();
+        let observers = Observers {
+            metrics: self.metrics.clone(),
+            tracing: self.tracing.clone(),
+            parent: self.tracing.extract(metadata),
+        };
         self.tasks.spawn(async move {
-            let summary = produce::drive(&*sender, &limits, inbound, tx, shutdown).await;
+            let summary =
+                produce::drive(&*sender, &limits, inbound, tx, shutdown, &observers).await;
             log_summary(kind, &summary);
         });
         Ok(rx)
@@ -105,7 +121,8 @@ impl Producer for ProducerService {
         &self,
         request: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStream>, Status> {
-        let rx = self.spawn_stream("stream", request.into_inner())?;
+        let (metadata, _, inbound) = request.into_parts();
+        let rx = self.spawn_stream("stream", &metadata, inbound)?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -113,8 +130,9 @@ impl Producer for ProducerService {
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
-        let inbound = tokio_stream::once(Ok(request.into_inner()));
-        let mut rx = self.spawn_stream("unary", inbound)?;
+        let (metadata, _, request) = request.into_parts();
+        let inbound = tokio_stream::once(Ok(request));
+        let mut rx = self.spawn_stream("unary", &metadata, inbound)?;
         match rx.recv().await {
             Some(Ok(response)) => Ok(Response::new(response)),
             Some(Err(status)) => Err(status),

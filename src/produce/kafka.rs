@@ -13,22 +13,26 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::embedded::EmbeddedBroker;
 use crate::error::{Error, record_error, record_error_from_kafka};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode};
+use crate::telemetry::TRACEPARENT;
 
 use super::{Delivered, DeliveryResult, OutboundRecord, Sender, TrySendError};
 
 /// The process's Kafka producer.
 pub struct KafkaSender {
-    producer: FutureProducer,
+    producer: FutureProducer<GatewayContext>,
     /// Set when running on the embedded broker, which must be told to create
     /// a topic (with the configured partition count) before its first record.
     embedded: Option<Arc<EmbeddedBroker>>,
@@ -38,11 +42,17 @@ pub struct KafkaSender {
 }
 
 impl KafkaSender {
+    /// A producer whose statistics feed `metrics` and whose fatal errors
+    /// fail `health`.
     pub fn new(
         config: &ClientConfig,
         embedded: Option<Arc<EmbeddedBroker>>,
+        metrics: Arc<Metrics>,
+        health: Health,
     ) -> Result<Self, Error> {
-        let producer = config.create().map_err(Error::Producer)?;
+        let producer = config
+            .create_with_context(GatewayContext { metrics, health })
+            .map_err(Error::Producer)?;
         Ok(Self {
             producer,
             embedded,
@@ -59,6 +69,35 @@ impl KafkaSender {
             .unwrap_or_else(|_| Err(KafkaError::Flush(RDKafkaErrorCode::Fail)))
     }
 
+    /// Waits until the producer reaches a broker (a metadata request
+    /// succeeds), trying every `retry`; logs the first failure.
+    pub async fn wait_for_brokers(&self, retry: Duration) {
+        let mut warned = false;
+        loop {
+            let producer = self.producer.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|_| Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)));
+            match result {
+                Ok(()) => {
+                    tracing::info!("producer reached the Kafka brokers: serving");
+                    return;
+                }
+                Err(err) if !warned => {
+                    warned = true;
+                    tracing::warn!(%err, "cannot reach the Kafka brokers yet; not ready, retrying");
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
     /// Records in librdkafka's queues or in flight to the brokers.
     pub fn in_flight_count(&self) -> i32 {
         self.producer.in_flight_count()
@@ -69,13 +108,26 @@ impl Sender for KafkaSender {
     type Delivery = KafkaDelivery;
 
     fn try_send(&self, record: OutboundRecord) -> Result<KafkaDelivery, TrySendError> {
-        let headers = (!record.headers.is_empty()).then(|| {
-            record.headers.iter().fold(
-                OwnedHeaders::new_with_capacity(record.headers.len()),
-                |headers, header| {
+        // The batch's trace context follows the client's headers, unless the
+        // client set its own context on the record.
+        let trace = record
+            .trace_headers
+            .as_deref()
+            .filter(|_| !record.headers.iter().any(|h| h.key == TRACEPARENT))
+            .map_or(&[][..], Vec::as_slice);
+        let count = record.headers.len() + trace.len();
+        let headers = (count > 0).then(|| {
+            let client = record
+                .headers
+                .iter()
+                .map(|h| (h.key.as_str(), &h.value[..]));
+            let trace = trace.iter().map(|(k, v)| (k.as_str(), &v[..]));
+            client.chain(trace).fold(
+                OwnedHeaders::new_with_capacity(count),
+                |headers, (key, value)| {
                     headers.insert(Header {
-                        key: &header.key,
-                        value: Some(&header.value[..]),
+                        key,
+                        value: Some(value),
                     })
                 },
             )
@@ -121,6 +173,28 @@ impl Sender for KafkaSender {
             .expect("not poisoned")
             .insert(topic.to_owned());
         Ok(())
+    }
+}
+
+/// Feeds librdkafka's statistics to the metrics and its fatal errors to the
+/// health state.
+struct GatewayContext {
+    metrics: Arc<Metrics>,
+    health: Health,
+}
+
+impl ClientContext for GatewayContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.librdkafka(&statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(%error, reason, "fatal producer error: every record will fail until the gateway restarts");
+            self.health.failed(format!("{error}: {reason}"));
+        } else {
+            tracing::warn!(%error, reason, "librdkafka");
+        }
     }
 }
 

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::proto;
+use crate::telemetry::TraceHeaders;
 
-pub use stream::{StreamLimits, Summary, drive};
+pub use stream::{Observers, StreamLimits, Summary, drive};
 pub use window::Limits;
 
 /// A record that passed validation, ready for librdkafka.
@@ -42,6 +43,10 @@ pub struct OutboundRecord {
     /// Key, value and header bytes: what the window and the record limit
     /// count.
     pub size: usize,
+    /// The batch's trace context, sent as headers after the client's own
+    /// (unless the client set a `traceparent` of its own). Shared by every
+    /// record of the batch.
+    pub trace_headers: Option<TraceHeaders>,
 }
 
 /// Where Kafka stored a record.

@@ -14,15 +14,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::error::StreamError;
+use crate::metrics::{self, Metrics, RecordLabels};
 use crate::proto::{ProduceRequest, ProduceResponse, RecordError, RecordResult};
 use crate::shutdown;
+use crate::telemetry::{BatchTrace, Tracing};
 
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
@@ -59,9 +61,38 @@ pub struct Summary {
     pub client_gone: bool,
 }
 
-/// Identifies one record: its batch's sequence number in this stream, its
-/// index in the batch, and its topic (for the ack).
-type Tag = (u64, usize, Arc<str>);
+/// Identifies one record in flight.
+struct Tag {
+    /// Its batch's sequence number in this stream.
+    seq: u64,
+    /// Its index in the batch.
+    index: usize,
+    /// For the ack.
+    topic: Arc<str>,
+    /// Payload bytes, for the metrics.
+    size: usize,
+}
+
+/// Where a stream reports what it does: the process's metrics, and the
+/// caller's trace.
+#[derive(Clone)]
+pub struct Observers {
+    pub metrics: Arc<Metrics>,
+    pub tracing: Arc<Tracing>,
+    /// The caller's trace context, from the request metadata.
+    pub parent: opentelemetry::Context,
+}
+
+impl Observers {
+    /// Fresh metrics, no tracing: for tests and tools.
+    pub fn none() -> Self {
+        Self {
+            metrics: Arc::default(),
+            tracing: Arc::new(Tracing::disabled()),
+            parent: opentelemetry::Context::new(),
+        }
+    }
+}
 
 /// Runs one stream to its end. Returns when the client closed its side and
 /// every batch was answered, when the stream broke or shutdown was requested
@@ -73,12 +104,17 @@ pub async fn drive<S, In>(
     mut inbound: In,
     outbound: mpsc::Sender<Result<ProduceResponse, Status>>,
     mut shutdown: shutdown::Signal,
+    observers: &Observers,
 ) -> Summary
 where
     S: Sender,
     In: Stream<Item = Result<ProduceRequest, Status>> + Unpin,
 {
+    let metrics = &*observers.metrics;
+    let _open = observers.metrics.stream_opened();
     let mut window: Window<Tag, S::Delivery> = Window::new(limits.window);
+    // What this stream last added to the in-flight gauges.
+    let mut in_flight = (0, 0);
     let mut batches = Batches::default();
     // Records read but not yet handed to librdkafka, in stream order.
     let mut pending: VecDeque<(Tag, OutboundRecord)> = VecDeque::new();
@@ -108,10 +144,13 @@ where
                 }
                 Err(TrySendError::Rejected(error)) => {
                     summary.records_failed += 1;
-                    batches.resolve(tag.0, tag.1, error_result(error));
+                    batches.resolve(&tag, error_result(error), metrics);
                 }
             }
         }
+        let now = (window.len() as i64, window.bytes() as i64);
+        metrics.in_flight(now.0 - in_flight.0, now.1 - in_flight.1);
+        in_flight = now;
 
         // 2. Answer finished batches, in order.
         while !summary.client_gone
@@ -131,18 +170,18 @@ where
         tokio::select! {
             biased;
             done = window.next_done(), if !window.is_empty() => {
-                let ((seq, index, topic), result) = done.expect("the window is not empty");
+                let (tag, result) = done.expect("the window is not empty");
                 let result = match result {
                     Ok(delivered) => {
                         summary.records_ok += 1;
-                        ok_result(&topic, delivered)
+                        ok_result(&tag.topic, delivered)
                     }
                     Err(error) => {
                         summary.records_failed += 1;
                         error_result(error)
                     }
                 };
-                batches.resolve(seq, index, result);
+                batches.resolve(&tag, result, metrics);
             }
             () = tokio::time::sleep(QUEUE_FULL_RETRY), if queue_full && window.is_empty() => {}
             () = outbound.closed(), if !summary.client_gone => {
@@ -157,8 +196,8 @@ where
                 None => reading = false,
                 Some(Ok(request)) => {
                     summary.batches += 1;
-                    if let Err(err) =
-                        accept(sender, limits, request, &mut batches, &mut pending, &mut summary).await
+                    let stream = StreamState { batches: &mut batches, pending: &mut pending, summary: &mut summary };
+                    if let Err(err) = accept(sender, limits, observers, request, stream).await
                     {
                         reading = false;
                         end = Some(err);
@@ -178,6 +217,12 @@ where
         }
     }
 
+    metrics.in_flight(-in_flight.0, -in_flight.1);
+    metrics.stream_ended(match (&end, summary.client_gone) {
+        (_, true) => "client_gone",
+        (Some(err), false) => err.label(),
+        (None, false) => "completed",
+    });
     if let Some(err) = end
         && !summary.client_gone
     {
@@ -187,14 +232,21 @@ where
     summary
 }
 
-/// Validates a batch, opens its response, and queues its valid records.
+/// What [`accept`] adds to.
+struct StreamState<'a> {
+    batches: &'a mut Batches,
+    pending: &'a mut VecDeque<(Tag, OutboundRecord)>,
+    summary: &'a mut Summary,
+}
+
+/// Validates a batch, opens its response and its span, and queues its
+/// valid records.
 async fn accept<S: Sender>(
     sender: &S,
     limits: &StreamLimits,
+    observers: &Observers,
     request: ProduceRequest,
-    batches: &mut Batches,
-    pending: &mut VecDeque<(Tag, OutboundRecord)>,
-    summary: &mut Summary,
+    stream: StreamState<'_>,
 ) -> Result<(), StreamError> {
     if request.records.len() > limits.max_batch_records {
         return Err(StreamError::TooManyRecords {
@@ -203,38 +255,82 @@ async fn accept<S: Sender>(
             limit: limits.max_batch_records,
         });
     }
-    let seq = batches.open(request.batch_id, request.records.len());
+    let trace = observers.tracing.start_batch(
+        &observers.parent,
+        if observers.tracing.is_enabled() {
+            batch_topic(&request)
+        } else {
+            None
+        },
+        request.batch_id,
+        request.records.len(),
+    );
+    let trace_headers = trace.headers.clone();
+    let metrics = &*observers.metrics;
+    let seq = stream
+        .batches
+        .open(request.batch_id, request.records.len(), trace, metrics);
     let default_topic = DefaultTopic::new(request.topic);
     // Each topic of the batch is made sure of once, before its first record
     // is queued; a topic that cannot be had fails its records.
     let mut topics: HashMap<Arc<str>, Option<RecordError>> = HashMap::new();
     for (index, record) in request.records.into_iter().enumerate() {
-        let checked = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
-            Ok(record) => {
-                let failure = match topics.get(&record.topic) {
-                    Some(failure) => failure.clone(),
-                    None => {
-                        let failure = sender.ensure_topic(&record.topic).await.err();
-                        topics.insert(record.topic.clone(), failure.clone());
-                        failure
-                    }
-                };
-                match failure {
-                    Some(failure) => Err(failure),
-                    None => Ok(record),
-                }
-            }
-            Err(error) => Err(error),
-        };
-        match checked {
-            Ok(record) => pending.push_back(((seq, index, record.topic.clone()), record)),
+        let size = validate::record_size(&record);
+        let mut record = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
+            Ok(record) => record,
             Err(error) => {
-                summary.records_failed += 1;
-                batches.resolve(seq, index, error_result(error));
+                stream.summary.records_failed += 1;
+                let tag = Tag {
+                    seq,
+                    index,
+                    topic: Arc::from(""),
+                    size,
+                };
+                stream.batches.resolve(&tag, error_result(error), metrics);
+                continue;
+            }
+        };
+        let failure = match topics.get(&record.topic) {
+            Some(failure) => failure.clone(),
+            None => {
+                let failure = sender.ensure_topic(&record.topic).await.err();
+                topics.insert(record.topic.clone(), failure.clone());
+                failure
+            }
+        };
+        let tag = Tag {
+            seq,
+            index,
+            topic: record.topic.clone(),
+            size: record.size,
+        };
+        match failure {
+            Some(error) => {
+                stream.summary.records_failed += 1;
+                stream.batches.resolve(&tag, error_result(error), metrics);
+            }
+            None => {
+                record.trace_headers = trace_headers.clone();
+                stream.pending.push_back((tag, record));
             }
         }
     }
     Ok(())
+}
+
+/// The one topic every record of a batch goes to, if there is one: the span's
+/// destination.
+fn batch_topic(request: &ProduceRequest) -> Option<&str> {
+    let mut topic = (!request.topic.is_empty()).then_some(request.topic.as_str());
+    for record in &request.records {
+        match (topic, record.topic.as_str()) {
+            (_, "") if topic.is_some() => {}
+            (None, own) if !own.is_empty() => topic = Some(own),
+            (Some(t), own) if t == own => {}
+            _ => return None,
+        }
+    }
+    topic
 }
 
 /// The batches of one stream whose responses have not been written yet,
@@ -252,26 +348,82 @@ struct PendingBatch {
     results: Vec<Option<RecordResult>>,
     /// Slots still empty.
     outstanding: usize,
+    /// When the batch entered the window.
+    started: Instant,
+    trace: BatchTrace,
+    /// Records and bytes per metric label set, counted when the batch ends.
+    tally: Vec<(RecordLabels, u64, u64)>,
+}
+
+impl PendingBatch {
+    /// Every record's result is known: the span ends, the metrics count.
+    fn finish(&mut self, metrics: &Metrics) {
+        self.trace.finish(self.results.len());
+        metrics.batch_done(self.started.elapsed());
+        for (labels, records, bytes) in self.tally.drain(..) {
+            metrics.records(&labels, records, bytes);
+        }
+    }
 }
 
 impl Batches {
     /// Opens a batch of `records` records and returns its sequence number.
-    fn open(&mut self, batch_id: u64, records: usize) -> u64 {
+    fn open(&mut self, batch_id: u64, records: usize, trace: BatchTrace, metrics: &Metrics) -> u64 {
         let seq = self.front_seq + self.queue.len() as u64;
-        self.queue.push_back(PendingBatch {
+        let mut batch = PendingBatch {
             batch_id,
             results: vec![None; records],
             outstanding: records,
-        });
+            started: Instant::now(),
+            trace,
+            tally: Vec::new(),
+        };
+        if records == 0 {
+            batch.finish(metrics);
+        }
+        self.queue.push_back(batch);
         seq
     }
 
-    fn resolve(&mut self, seq: u64, index: usize, result: RecordResult) {
-        let batch = &mut self.queue[(seq - self.front_seq) as usize];
-        let slot = &mut batch.results[index];
-        debug_assert!(slot.is_none(), "record {seq}/{index} resolved twice");
+    fn resolve(&mut self, tag: &Tag, result: RecordResult, metrics: &Metrics) {
+        let batch = &mut self.queue[(tag.seq - self.front_seq) as usize];
+        let label = metrics::result_label(&result);
+        let topic = if metrics::topic_is_known(label) {
+            &*tag.topic
+        } else {
+            ""
+        };
+        match batch
+            .tally
+            .iter_mut()
+            .find(|(labels, _, _)| labels.result == label && labels.topic == topic)
+        {
+            Some((_, records, bytes)) => {
+                *records += 1;
+                *bytes += tag.size as u64;
+            }
+            None => batch.tally.push((
+                RecordLabels {
+                    topic: topic.to_owned(),
+                    result: label,
+                },
+                1,
+                tag.size as u64,
+            )),
+        }
+        batch.trace.record(tag.index, &result);
+        let slot = &mut batch.results[tag.index];
+        debug_assert!(
+            slot.is_none(),
+            "record {}/{} resolved twice",
+            tag.seq,
+            tag.index
+        );
         if slot.replace(result).is_none() {
             batch.outstanding -= 1;
+            if batch.outstanding == 0 {
+                batch.finish(metrics);
+            }
         }
     }
 
@@ -516,7 +668,15 @@ mod tests {
             })
         };
         let inbound = tokio_stream::iter(requests.into_iter().map(Ok));
-        let driver = drive(kafka, &limits, inbound, tx, shutdown::Signal::never());
+        let observers = Observers::none();
+        let driver = drive(
+            kafka,
+            &limits,
+            inbound,
+            tx,
+            shutdown::Signal::never(),
+            &observers,
+        );
         let collect = async {
             let mut out = Vec::new();
             while let Some(item) = rx.recv().await {
@@ -618,7 +778,17 @@ mod tests {
         let limits = limits(4, 10_000);
         let driver = tokio::spawn({
             let kafka = kafka.clone();
-            async move { drive(&kafka, &limits, inbound, tx, shutdown::Signal::never()).await }
+            async move {
+                drive(
+                    &kafka,
+                    &limits,
+                    inbound,
+                    tx,
+                    shutdown::Signal::never(),
+                    &Observers::none(),
+                )
+                .await
+            }
         });
         // Nothing is delivered: the driver fills the window, then must stop.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -735,7 +905,17 @@ mod tests {
         let limits = limits(100, 100_000);
         let driver = tokio::spawn({
             let kafka = kafka.clone();
-            async move { drive(&kafka, &limits, ReceiverStream::new(in_rx), tx, signal).await }
+            async move {
+                drive(
+                    &kafka,
+                    &limits,
+                    ReceiverStream::new(in_rx),
+                    tx,
+                    signal,
+                    &Observers::none(),
+                )
+                .await
+            }
         });
         for request in batches(&[3, 4]) {
             in_tx.send(Ok(request)).await.unwrap();
@@ -771,6 +951,7 @@ mod tests {
                     ReceiverStream::new(in_rx),
                     tx,
                     shutdown::Signal::never(),
+                    &Observers::none(),
                 )
                 .await
             }

@@ -130,6 +130,7 @@ pub fn prepare(
         partition: record.partition,
         timestamp_ms: record.timestamp_ms,
         size,
+        trace_headers: None,
     })
 }
 

@@ -15,7 +15,7 @@ use kafka_gateway::proto::producer_client::ProducerClient;
 use kafka_gateway::proto::{
     self, Header, ProduceRequest, ProduceResponse, Record, RecordMetadata, record_result,
 };
-use kafka_gateway::{Config, EmbeddedBroker, Error};
+use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -32,6 +32,8 @@ pub const PARTITIONS: i32 = 6;
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The HTTP listener of metrics and probes.
+    pub metrics_addr: SocketAddr,
     pub broker: Arc<EmbeddedBroker>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Error>>>,
@@ -55,17 +57,30 @@ pub async fn start_gateway_on(
     if !provision {
         argv.extend(["--bootstrap-servers", broker.bootstrap_servers()]);
     }
+    argv.extend(["--metrics-listen", "127.0.0.1:0"]);
     argv.extend(args);
     let config = Config::try_parse_from(argv).expect("valid test configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        metrics: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+    };
+    let addr = listeners.grpc.local_addr().unwrap();
+    let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let embedded = provision.then(|| broker.clone());
-    let task = tokio::spawn(kafka_gateway::run(listener, config, embedded, async move {
+    let stopped = async move {
         let _ = stop_rx.await;
-    }));
+    };
+    let task = tokio::spawn(kafka_gateway::run(
+        listeners,
+        config,
+        embedded,
+        Tracing::disabled(),
+        stopped,
+    ));
     TestGateway {
         addr,
+        metrics_addr,
         broker,
         stop: Some(stop_tx),
         task: Some(task),

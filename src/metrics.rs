@@ -1,0 +1,402 @@
+//! Prometheus metrics, in the OpenMetrics text format, served on
+//! `--metrics-listen` at `/metrics`.
+//!
+//! The gateway's own: records and bytes by topic and result, batches and
+//! their ack latency, records and bytes in flight, open streams and why
+//! streams ended. librdkafka's: its queue, and per broker the round-trip
+//! time, retries, errors and connection state, from its statistics
+//! (`statistics.interval.ms`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use rdkafka::statistics::Statistics;
+
+use crate::proto::{ErrorCode, RecordResult, record_result};
+
+/// What a `/metrics` response declares.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    /// The record's topic; empty when the topic is not one Kafka knows
+    /// (invalid or unknown), so clients cannot grow the label set at will.
+    pub topic: String,
+    /// `ok`, or the error code in lower case (`timed_out`, ...).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabels {
+    /// `completed`, `client_gone`, `shutdown`, `too_many_records`,
+    /// `batch_too_large` or `malformed`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabels {
+    /// librdkafka's broker name, `host:port/node_id`.
+    pub broker: String,
+}
+
+/// Every metric of the process; shared by all streams.
+pub struct Metrics {
+    registry: Registry,
+    records: Family<RecordLabels, Counter>,
+    record_bytes: Family<RecordLabels, Counter>,
+    batches: Counter,
+    batch_latency: Histogram,
+    in_flight_records: Gauge,
+    in_flight_bytes: Gauge,
+    open_streams: Gauge,
+    stream_ends: Family<EndLabels, Counter>,
+    librdkafka: LibrdkafkaMetrics,
+}
+
+/// librdkafka's statistics, as last reported.
+struct LibrdkafkaMetrics {
+    queue_messages: Gauge,
+    queue_bytes: Gauge,
+    messages_sent: Counter,
+    bytes_sent: Counter,
+    broker_up: Family<BrokerLabels, Gauge>,
+    broker_rtt_avg: Family<BrokerLabels, Gauge<f64, AtomicU64>>,
+    broker_rtt_p99: Family<BrokerLabels, Gauge<f64, AtomicU64>>,
+    broker_retries: Family<BrokerLabels, Counter>,
+    broker_errors: Family<BrokerLabels, Counter>,
+    broker_timeouts: Family<BrokerLabels, Counter>,
+    broker_waiting: Family<BrokerLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kafka_gateway");
+        let records = Family::<RecordLabels, Counter>::default();
+        registry.register(
+            "records",
+            "Records answered, by topic and result (ok or the error code)",
+            records.clone(),
+        );
+        let record_bytes = Family::<RecordLabels, Counter>::default();
+        registry.register_with_unit(
+            "record",
+            "Payload bytes (key, value, headers) of records answered, by topic and result",
+            Unit::Bytes,
+            record_bytes.clone(),
+        );
+        let batches = Counter::default();
+        registry.register("batches", "Batches answered", batches.clone());
+        // 0.5 ms to about 33 s.
+        let batch_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 17));
+        registry.register_with_unit(
+            "batch_ack_latency",
+            "From a batch entering the send window to its last record's result",
+            Unit::Seconds,
+            batch_latency.clone(),
+        );
+        let in_flight_records = Gauge::default();
+        registry.register(
+            "in_flight_records",
+            "Records handed to librdkafka and not yet answered, over all streams",
+            in_flight_records.clone(),
+        );
+        let in_flight_bytes = Gauge::default();
+        registry.register_with_unit(
+            "in_flight",
+            "Payload bytes handed to librdkafka and not yet answered, over all streams",
+            Unit::Bytes,
+            in_flight_bytes.clone(),
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "open_streams",
+            "Produce streams (and ProduceBatch calls) being served",
+            open_streams.clone(),
+        );
+        let stream_ends = Family::<EndLabels, Counter>::default();
+        registry.register(
+            "stream_ends",
+            "Streams ended, by reason",
+            stream_ends.clone(),
+        );
+        let librdkafka =
+            LibrdkafkaMetrics::register(registry.sub_registry_with_prefix("librdkafka"));
+        Self {
+            registry,
+            records,
+            record_bytes,
+            batches,
+            batch_latency,
+            in_flight_records,
+            in_flight_bytes,
+            open_streams,
+            stream_ends,
+            librdkafka,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts `records` results of `bytes` payload bytes.
+    pub fn records(&self, labels: &RecordLabels, records: u64, bytes: u64) {
+        self.records.get_or_create(labels).inc_by(records);
+        self.record_bytes.get_or_create(labels).inc_by(bytes);
+    }
+
+    /// A batch was answered `latency` after it entered the window.
+    pub fn batch_done(&self, latency: std::time::Duration) {
+        self.batches.inc();
+        self.batch_latency.observe(latency.as_secs_f64());
+    }
+
+    /// Adds to the records and bytes in flight (negative: removes).
+    pub fn in_flight(&self, records: i64, bytes: i64) {
+        if records != 0 {
+            self.in_flight_records.inc_by(records);
+        }
+        if bytes != 0 {
+            self.in_flight_bytes.inc_by(bytes);
+        }
+    }
+
+    /// Counts an open stream until the guard drops.
+    pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
+        self.open_streams.inc();
+        OpenStream(self.clone())
+    }
+
+    pub fn stream_ended(&self, reason: &'static str) {
+        self.stream_ends.get_or_create(&EndLabels { reason }).inc();
+    }
+
+    /// Takes in one report of librdkafka's statistics.
+    pub fn librdkafka(&self, stats: &Statistics) {
+        self.librdkafka.update(stats);
+    }
+}
+
+/// Decrements the open streams when dropped.
+pub struct OpenStream(Arc<Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.dec();
+    }
+}
+
+impl LibrdkafkaMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            queue_messages: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            messages_sent: Counter::default(),
+            bytes_sent: Counter::default(),
+            broker_up: Family::default(),
+            broker_rtt_avg: Family::default(),
+            broker_rtt_p99: Family::default(),
+            broker_retries: Family::default(),
+            broker_errors: Family::default(),
+            broker_timeouts: Family::default(),
+            broker_waiting: Family::default(),
+        };
+        registry.register(
+            "queue_messages",
+            "Records in librdkafka's producer queue (msg_cnt); bounded by queue.buffering.max.messages",
+            this.queue_messages.clone(),
+        );
+        registry.register_with_unit(
+            "queue",
+            "Bytes in librdkafka's producer queue (msg_size)",
+            Unit::Bytes,
+            this.queue_bytes.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Records librdkafka sent to brokers (txmsgs)",
+            this.messages_sent.clone(),
+        );
+        registry.register_with_unit(
+            "sent",
+            "Record bytes librdkafka sent to brokers (txmsg_bytes)",
+            Unit::Bytes,
+            this.bytes_sent.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 when librdkafka's connection to the broker is UP",
+            this.broker_up.clone(),
+        );
+        registry.register_with_unit(
+            "broker_rtt_avg",
+            "Broker round-trip time, average over the last statistics interval",
+            Unit::Seconds,
+            this.broker_rtt_avg.clone(),
+        );
+        registry.register_with_unit(
+            "broker_rtt_p99",
+            "Broker round-trip time, 99th percentile over the last statistics interval",
+            Unit::Seconds,
+            this.broker_rtt_p99.clone(),
+        );
+        registry.register(
+            "broker_request_retries",
+            "Requests librdkafka retried to the broker (txretries)",
+            this.broker_retries.clone(),
+        );
+        registry.register(
+            "broker_request_errors",
+            "Requests to the broker that failed (txerrs)",
+            this.broker_errors.clone(),
+        );
+        registry.register(
+            "broker_request_timeouts",
+            "Requests to the broker that timed out (req_timeouts)",
+            this.broker_timeouts.clone(),
+        );
+        registry.register(
+            "broker_waiting_messages",
+            "Records sent to the broker and awaiting its response (waitresp_msg_cnt)",
+            this.broker_waiting.clone(),
+        );
+        this
+    }
+
+    fn update(&self, stats: &Statistics) {
+        self.queue_messages.set(saturating_i64(stats.msg_cnt));
+        self.queue_bytes.set(saturating_i64(stats.msg_size));
+        set_counter(&self.messages_sent, stats.txmsgs.max(0) as u64);
+        set_counter(&self.bytes_sent, stats.txmsg_bytes.max(0) as u64);
+        // Real brokers only: bootstrap and internal entries have no node id.
+        for broker in stats.brokers.values().filter(|b| b.nodeid >= 0) {
+            let labels = BrokerLabels {
+                broker: broker.name.clone(),
+            };
+            self.broker_up
+                .get_or_create(&labels)
+                .set(i64::from(broker.state == "UP"));
+            if let Some(rtt) = &broker.rtt {
+                self.broker_rtt_avg
+                    .get_or_create(&labels)
+                    .set(rtt.avg as f64 / 1e6);
+                self.broker_rtt_p99
+                    .get_or_create(&labels)
+                    .set(rtt.p99 as f64 / 1e6);
+            }
+            set_counter(
+                &self.broker_retries.get_or_create(&labels),
+                broker.txretries,
+            );
+            set_counter(&self.broker_errors.get_or_create(&labels), broker.txerrs);
+            set_counter(
+                &self.broker_timeouts.get_or_create(&labels),
+                broker.req_timeouts,
+            );
+            self.broker_waiting
+                .get_or_create(&labels)
+                .set(broker.waitresp_msg_cnt);
+        }
+    }
+}
+
+/// librdkafka reports running totals; the counter takes the latest.
+fn set_counter(counter: &Counter, total: u64) {
+    counter.inner().store(total, Ordering::Relaxed);
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The `result` label of a record's result.
+pub fn result_label(result: &RecordResult) -> &'static str {
+    match &result.result {
+        Some(record_result::Result::Ok(_)) => "ok",
+        Some(record_result::Result::Error(error)) => {
+            match ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified) {
+                ErrorCode::Unspecified => "unspecified",
+                ErrorCode::InvalidRecord => "invalid_record",
+                ErrorCode::RecordTooLarge => "record_too_large",
+                ErrorCode::UnknownTopic => "unknown_topic",
+                ErrorCode::NotAuthorized => "not_authorized",
+                ErrorCode::TimedOut => "timed_out",
+                ErrorCode::Unavailable => "unavailable",
+                ErrorCode::Internal => "internal",
+                ErrorCode::UnknownPartition => "unknown_partition",
+            }
+        }
+        None => "unspecified",
+    }
+}
+
+/// Whether a result names a topic Kafka knows, so it may be a label value.
+pub fn topic_is_known(result: &'static str) -> bool {
+    !matches!(result, "invalid_record" | "unknown_topic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::record_error;
+    use crate::produce::{Delivered, error_result, ok_result};
+
+    #[test]
+    fn records_are_counted_by_topic_and_result() {
+        let metrics = Arc::new(Metrics::new());
+        let ok = ok_result(
+            "orders",
+            Delivered {
+                partition: 0,
+                offset: 1,
+                timestamp_ms: 2,
+            },
+        );
+        let failed = error_result(record_error(ErrorCode::TimedOut, "slow", true));
+        assert_eq!(result_label(&ok), "ok");
+        assert_eq!(result_label(&failed), "timed_out");
+        let labels = |result| RecordLabels {
+            topic: "orders".into(),
+            result,
+        };
+        metrics.records(&labels("ok"), 3, 300);
+        metrics.records(&labels("timed_out"), 1, 10);
+        metrics.batch_done(std::time::Duration::from_millis(3));
+        let guard = metrics.stream_opened();
+        let text = metrics.encode();
+        for line in [
+            r#"kafka_gateway_records_total{topic="orders",result="ok"} 3"#,
+            r#"kafka_gateway_records_total{topic="orders",result="timed_out"} 1"#,
+            r#"kafka_gateway_record_bytes_total{topic="orders",result="ok"} 300"#,
+            "kafka_gateway_batches_total 1",
+            "kafka_gateway_batch_ack_latency_seconds_count 1",
+            "kafka_gateway_open_streams 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        drop(guard);
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "kafka_gateway_open_streams 0")
+        );
+    }
+}
