@@ -99,17 +99,27 @@ impl Health {
     }
 
     /// Mirrors every change on gRPC health checking, for the whole server
-    /// (`""`) and for `kafka_gateway.v1.Producer`, until the state is
-    /// dropped.
-    pub async fn report(&self, reporter: HealthReporter) {
+    /// (`""`) and for `kafka_gateway.v1.Producer`.
+    ///
+    /// Once draining, watchers see NOT_SERVING and then their `Watch` stream
+    /// ends, so that an open watch does not hold the server's graceful
+    /// shutdown until `--shutdown-timeout`.
+    pub async fn report(&self, mut reporter: HealthReporter) {
         let mut changes = self.state.subscribe();
         loop {
             let status = match self.ready() {
                 Ok(()) => ServingStatus::Serving,
                 Err(_) => ServingStatus::NotServing,
             };
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status(SERVICE_NAME, status).await;
+            for service in ["", SERVICE_NAME] {
+                reporter.set_service_status(service, status).await;
+            }
+            if self.state() == State::Draining {
+                for service in ["", SERVICE_NAME] {
+                    reporter.clear_service_status(service).await;
+                }
+                return;
+            }
             if changes.changed().await.is_err() {
                 return;
             }

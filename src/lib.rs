@@ -139,10 +139,16 @@ pub async fn run(
         metrics.clone(),
         tracing.clone(),
     );
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|err| Error::Config(format!("invalid descriptor set: {err}")))?;
+    // Reflection describes the gateway's API and health checking, in both
+    // protocol versions tools still use.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let invalid = |err| Error::Config(format!("invalid descriptor set: {err}"));
+    let reflection_v1 = reflection().build_v1().map_err(invalid)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(invalid)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let background = TaskTracker::new();
     let report = background.spawn({
@@ -187,7 +193,8 @@ pub async fn run(
     let mut server_signal = signal.clone();
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(service.into_server(config.max_batch_bytes))
         .serve_with_incoming_shutdown(incoming, async move { server_signal.requested().await });
     let mut server = tokio::spawn(server);
