@@ -182,7 +182,7 @@ pub async fn run(
     tracing::info!(
         %addr,
         %bootstrap_servers,
-        tracing = if tracing.is_enabled() { "otlp" } else { "off" },
+        tracing = %if tracing.is_enabled() { "otlp" } else { "off" },
         "gRPC server listening"
     );
     // No Nagle: acks are small and latency-sensitive. Keepalive finds dead

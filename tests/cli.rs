@@ -5,99 +5,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use common::binary::{BIN, serve, sigterm, wait_exit};
 use common::*;
 use kafka_gateway::proto::producer_client::ProducerClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kafka-gateway");
-
-/// The value after `key=` on a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    line[start..].split_whitespace().next()
-}
-
-struct Served {
-    child: Child,
-    grpc: String,
-    bootstrap: String,
-    /// Every later log line.
-    lines: mpsc::Receiver<String>,
-}
-
-fn serve(args: &[&str]) -> Served {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("KAFKA_GATEWAY_BOOTSTRAP_SERVERS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("gateway: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut grpc, mut bootstrap, mut warned) = (None, None, false);
-    while grpc.is_none() || bootstrap.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the gateway logs its addresses within 30 s");
-        warned |= line.contains("WARN") && line.contains("in-memory");
-        if line.contains("embedded Kafka broker") {
-            bootstrap = field(&line, "bootstrap.servers=").map(str::to_owned);
-        }
-        if line.contains("gRPC server listening") {
-            grpc = field(&line, "addr=").map(str::to_owned);
-        }
-    }
-    assert!(
-        warned,
-        "the gateway warns that the embedded broker keeps data in memory only"
-    );
-    Served {
-        child,
-        grpc: grpc.unwrap(),
-        bootstrap: bootstrap.unwrap(),
-        lines: rx,
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..600 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("the gateway did not exit within 60 s of SIGTERM");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_out_of_the_box_on_the_embedded_broker() {
-    let mut served = serve(&["--embedded-partitions", "3"]);
+    let mut served = serve(&["--embedded-partitions", "3"], &[]);
+    assert!(
+        served
+            .startup
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("in-memory")),
+        "the gateway warns that the embedded broker keeps data in memory only"
+    );
+    let bootstrap = served
+        .bootstrap
+        .clone()
+        .expect("the embedded broker's address is logged");
     let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
         .await
         .unwrap();
@@ -118,7 +45,7 @@ async fn serve_runs_out_of_the_box_on_the_embedded_broker() {
 
     // The logged bootstrap address serves what was produced, on a topic
     // created with the configured partition count.
-    let consumed = consume(&served.bootstrap, &topic, 100).await;
+    let consumed = consume(&bootstrap, &topic, 100).await;
     assert_eq!(consumed.len(), 100);
     assert_eq!(
         consumed.iter().map(|c| c.partition).max(),
@@ -175,6 +102,11 @@ fn help_documents_every_option_with_its_variable() {
         "--librdkafka-option",
         "KAFKA_GATEWAY_LIBRDKAFKA_OPTIONS",
         "--shutdown-timeout",
+        "--metrics-listen",
+        "KAFKA_GATEWAY_METRICS_LISTEN",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "/readyz",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -199,6 +131,10 @@ fn bad_configuration_exits_64_naming_the_fix() {
             "no.such.property",
         ),
         (vec!["serve", "--compression", "brotli"], "brotli"),
+        (
+            vec!["serve", "--metrics-listen", "localhost"],
+            "--metrics-listen",
+        ),
     ] {
         let output = Command::new(BIN)
             .args(&args)
@@ -209,4 +145,15 @@ fn bad_configuration_exits_64_naming_the_fix() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+
+    // OpenTelemetry's variables are configuration too.
+    let output = Command::new(BIN)
+        .args(["serve", "--bootstrap-servers", "127.0.0.1:9"])
+        .env("OTEL_TRACES_EXPORTER", "zipkin")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("only otlp"), "{stderr}");
 }

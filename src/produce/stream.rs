@@ -35,6 +35,12 @@ use super::{OutboundRecord, Sender, TrySendError, error_result, ok_result};
 /// there is no delivery of ours to wait for).
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 
+/// How long a stream ended by shutdown keeps reading (and discarding) what
+/// its client still sends, so that the client reads the final status before
+/// the process closes its connection. Closing a socket with unread data
+/// resets it, and a reset can destroy the status in the client's buffers.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(2);
+
 /// The per-stream bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {
@@ -227,7 +233,17 @@ where
         && !summary.client_gone
     {
         tracing::debug!(%err, "ending stream");
+        let linger = matches!(err, StreamError::ShuttingDown);
         let _ = outbound.send(Err(err.into())).await;
+        if linger {
+            // The response ends here; batches still arriving are never read
+            // into the window, so never produced and never answered.
+            drop(outbound);
+            let _ = tokio::time::timeout(SHUTDOWN_LINGER, async {
+                while let Some(Ok(_)) = inbound.next().await {}
+            })
+            .await;
+        }
     }
     summary
 }

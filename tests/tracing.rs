@@ -1,0 +1,288 @@
+//! Tracing for real: the binary exports its spans over OTLP/gRPC to a trace
+//! receiver in this test, configured only by OpenTelemetry's environment
+//! variables. Each batch is a PRODUCER span under the caller's context, and
+//! each stored record carries a `traceparent` pointing at its batch's span.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::binary::{serve, sigterm, wait_exit};
+use common::*;
+use kafka_gateway::EmbeddedBroker;
+use kafka_gateway::proto::producer_client::ProducerClient;
+use kafka_gateway::proto::{ErrorCode, ProduceRequest};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{Span, span, status};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+/// Spans received, each with its resource's attributes.
+type Received = Vec<(Vec<KeyValue>, Span)>;
+
+/// An OTLP/gRPC trace receiver that keeps every span.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Received>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default().attributes;
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push((resource.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (receiver, endpoint)
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn string<'a>(attributes: &'a [KeyValue], key: &str) -> &'a str {
+    match attribute(attributes, key) {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => panic!("{key} is not a string attribute: {other:?}"),
+    }
+}
+
+fn int(attributes: &[KeyValue], key: &str) -> i64 {
+    match attribute(attributes, key) {
+        Some(any_value::Value::IntValue(i)) => *i,
+        other => panic!("{key} is not an int attribute: {other:?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// Sends `requests` on one stream whose metadata carries `context`.
+async fn traced_stream(
+    grpc: &str,
+    context: &[(&'static str, &'static str)],
+    requests: Vec<ProduceRequest>,
+) -> Vec<kafka_gateway::proto::ProduceResponse> {
+    let mut client = ProducerClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for request in requests {
+        tx.send(request).await.unwrap();
+    }
+    drop(tx);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    for (key, value) in context {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    let mut inbound = client.produce(request).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(response) = inbound.message().await.unwrap() {
+        out.push(response);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_a_producer_span_under_the_callers_trace() {
+    let (receiver, endpoint) = start_receiver().await;
+    // The broker outlives the gateway, so what it stored can be read after.
+    let broker = EmbeddedBroker::start(1, PARTITIONS).unwrap();
+    let topic = rand_topic("traced");
+    broker.create_topic(&topic, PARTITIONS).await.unwrap();
+    let mut served = serve(
+        &["--bootstrap-servers", broker.bootstrap_servers()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "gateway-under-test"),
+            // Spans reach the receiver only by the flush at shutdown.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    assert!(
+        served.startup.iter().any(|l| l.contains("tracing=otlp")),
+        "{:#?}",
+        served.startup
+    );
+
+    let mut first = record("k1", "v1");
+    first.headers = vec![header("client", b"1"), header("client", b"2")];
+    let pinned = |value: &str| {
+        let mut r = record("pinned", value);
+        r.partition = Some(2);
+        r
+    };
+    let mut bad = record("k", "bad");
+    bad.partition = Some(99);
+    let requests = vec![
+        batch(
+            10,
+            &topic,
+            vec![first.clone(), record("k2", "v2"), record("k3", "v3")],
+        ),
+        batch(11, &topic, vec![pinned("p1"), pinned("p2")]),
+        batch(12, &topic, vec![record("k4", "v4"), bad]),
+    ];
+    let context = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("baggage", "tenant=acme"),
+    ];
+    let responses = traced_stream(&served.grpc, &context, requests.clone()).await;
+    assert_eq!(responses.len(), 3);
+    assert_error(
+        &responses[2].results[1],
+        ErrorCode::UnknownPartition,
+        "partition",
+    );
+    // A caller without a context starts a trace of its own.
+    let untraced = traced_stream(
+        &served.grpc,
+        &[],
+        vec![batch(20, &topic, vec![record("u", "u")])],
+    )
+    .await;
+    assert_eq!(untraced.len(), 1);
+
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+
+    let spans: Received = receiver.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 4, "one span per batch: {spans:#?}");
+    let by_batch: HashMap<i64, &Span> = spans
+        .iter()
+        .map(|(_, span)| (int(&span.attributes, "kafka_gateway.batch_id"), span))
+        .collect();
+    for (resource, _) in &spans {
+        assert_eq!(string(resource, "service.name"), "gateway-under-test");
+    }
+    for (batch_id, records, errors) in [(10, 3, 0), (11, 2, 0), (12, 2, 1)] {
+        let span = by_batch[&batch_id];
+        assert_eq!(
+            hex(&span.trace_id),
+            TRACE_ID,
+            "batch {batch_id} is in the caller's trace"
+        );
+        assert_eq!(
+            hex(&span.parent_span_id),
+            CLIENT_SPAN,
+            "the caller's span is its parent"
+        );
+        assert_eq!(span.kind, span::SpanKind::Producer as i32);
+        assert_eq!(span.name, format!("send {topic}"));
+        let attributes = &span.attributes;
+        assert_eq!(string(attributes, "messaging.system"), "kafka");
+        assert_eq!(string(attributes, "messaging.operation.type"), "send");
+        assert_eq!(string(attributes, "messaging.destination.name"), topic);
+        assert_eq!(int(attributes, "messaging.batch.message_count"), records);
+        assert_eq!(int(attributes, "kafka_gateway.batch.error_count"), errors);
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+        let status = span.status.clone().unwrap_or_default();
+        if errors == 0 {
+            assert_ne!(
+                status.code,
+                status::StatusCode::Error as i32,
+                "batch {batch_id}"
+            );
+        } else {
+            assert_eq!(status.code, status::StatusCode::Error as i32);
+            assert_eq!(status.message, "1 of 2 records failed");
+            let event = &span.events[0];
+            assert_eq!(event.name, "record failed");
+            assert_eq!(int(&event.attributes, "kafka_gateway.record.index"), 1);
+            assert_eq!(
+                string(&event.attributes, "error.type"),
+                "ERROR_CODE_UNKNOWN_PARTITION"
+            );
+        }
+    }
+    assert_eq!(
+        string(
+            &by_batch[&11].attributes,
+            "messaging.destination.partition.id"
+        ),
+        "2",
+        "a batch that hit one partition names it"
+    );
+    let root = by_batch[&20];
+    assert_ne!(hex(&root.trace_id), TRACE_ID);
+    assert!(
+        root.parent_span_id.is_empty(),
+        "no caller context: a root span"
+    );
+
+    // Every stored record carries its batch span's context after the
+    // client's own headers.
+    let consumed = consume(broker.bootstrap_servers(), &topic, 7).await;
+    assert_eq!(consumed.len(), 7);
+    for (request, response) in requests.iter().zip(&responses) {
+        let span = by_batch[&(request.batch_id as i64)];
+        let traceparent = format!("00-{TRACE_ID}-{}-01", hex(&span.span_id));
+        for (sent, result) in request.records.iter().zip(&response.results) {
+            let Some(kafka_gateway::proto::record_result::Result::Ok(meta)) = &result.result else {
+                continue;
+            };
+            let stored = at(&consumed, meta);
+            let mut expected: Vec<(String, Vec<u8>)> = sent
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.to_vec()))
+                .collect();
+            expected.extend([
+                ("traceparent".to_owned(), traceparent.clone().into_bytes()),
+                ("tracestate".to_owned(), b"congo=t61rcWkgMzE".to_vec()),
+                ("baggage".to_owned(), b"tenant=acme".to_vec()),
+            ]);
+            assert_eq!(stored.headers, expected, "batch {}", request.batch_id);
+            assert_eq!(stored.value.as_deref(), sent.value.as_deref());
+        }
+    }
+    let root_record = at(&consumed, ok(&untraced[0].results[0]));
+    assert_eq!(root_record.headers.len(), 1);
+    assert_eq!(
+        root_record.headers[0],
+        (
+            "traceparent".to_owned(),
+            format!("00-{}-{}-01", hex(&root.trace_id), hex(&root.span_id)).into_bytes()
+        )
+    );
+}
