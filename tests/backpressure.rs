@@ -73,7 +73,7 @@ async fn a_tiny_queue_and_window_still_deliver_everything_in_order() {
         "7",
     ])
     .await;
-    let topic = rand_topic("tiny-queue");
+    let topic = gateway.topic("tiny-queue").await;
     let mut streams = Vec::new();
     for s in 0..2 {
         let mut client = gateway.client().await;
@@ -123,12 +123,12 @@ async fn a_tiny_queue_and_window_still_deliver_everything_in_order() {
 async fn a_slow_broker_pushes_back_on_the_client() {
     const BATCHES: usize = 1_000;
     let gateway = start_gateway(&["--max-in-flight-records", "4"]).await;
-    let topic = rand_topic("pushback");
+    let topic = gateway.topic("pushback").await;
     let mut client = gateway.client().await;
 
     // Every broker answer now takes 2 s: the window fills at once.
     gateway
-        .broker
+        .embedded()
         .with(|cluster| cluster.broker_round_trip_time(1, Duration::from_secs(2)))
         .await
         .unwrap();
@@ -156,7 +156,7 @@ async fn a_slow_broker_pushes_back_on_the_client() {
 
     // Once the broker is fast again, everything goes through, in order.
     gateway
-        .broker
+        .embedded()
         .with(|cluster| cluster.broker_round_trip_time(1, Duration::ZERO))
         .await
         .unwrap();
@@ -176,7 +176,7 @@ async fn a_slow_broker_pushes_back_on_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_stream_leaves_the_gateway_healthy_and_kafka_consistent() {
     let gateway = start_gateway(&["--max-in-flight-records", "50"]).await;
-    let topic = rand_topic("cancelled");
+    let topic = gateway.topic("cancelled").await;
     let mut client = gateway.client().await;
 
     let (mut responses, feeder) =
@@ -193,7 +193,7 @@ async fn a_cancelled_stream_leaves_the_gateway_healthy_and_kafka_consistent() {
     drop(client);
 
     // Other streams are served as before.
-    let other_topic = rand_topic("after-cancel");
+    let other_topic = gateway.topic("after-cancel").await;
     let mut client = gateway.client().await;
     let after = produce_stream(&mut client, numbered_batches(&other_topic, 3, 10, 10)).await;
     assert_eq!(after.len(), 3);
@@ -212,7 +212,7 @@ async fn a_cancelled_stream_leaves_the_gateway_healthy_and_kafka_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_every_batch_read_and_keeps_every_ack() {
     let mut gateway = start_gateway(&["--max-in-flight-records", "30"]).await;
-    let topic = rand_topic("shutdown");
+    let topic = gateway.topic("shutdown").await;
     let mut client = gateway.client().await;
 
     let (mut responses, feeder) =

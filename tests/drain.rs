@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::binary::{serve, sigterm, wait_exit};
 use common::*;
-use kafka_gateway::EmbeddedBroker;
 use kafka_gateway::proto::producer_client::ProducerClient;
 use kafka_gateway::proto::{ProduceRequest, ProduceResponse};
 use tokio::sync::{mpsc, watch};
@@ -95,14 +94,15 @@ async fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_load_loses_no_acked_record() {
-    let broker = EmbeddedBroker::start(1, PARTITIONS).unwrap();
-    let topic = rand_topic("drain");
-    broker.create_topic(&topic, PARTITIONS).await.unwrap();
-    // A slow broker, so records are in flight when the signal lands.
-    broker
-        .with(|cluster| cluster.broker_round_trip_time(1, Duration::from_millis(30)))
-        .await
-        .unwrap();
+    let broker = TestKafka::start();
+    let topic = broker.topic("drain").await;
+    if let TestKafka::Embedded(embedded) = &broker {
+        // A slow broker, so records are in flight when the signal lands.
+        embedded
+            .with(|cluster| cluster.broker_round_trip_time(1, Duration::from_millis(30)))
+            .await
+            .unwrap();
+    }
     let mut served = serve(&["--bootstrap-servers", broker.bootstrap_servers()], &[]);
 
     let mut progress = Vec::new();

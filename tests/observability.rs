@@ -23,7 +23,7 @@ async fn metrics_count_records_by_topic_and_result() {
     // librdkafka's statistics every 100 ms instead of 5 s.
     let gateway = start_gateway(&["-X", "statistics.interval.ms=100"]).await;
     let mut client = gateway.client().await;
-    let topic = rand_topic("metrics");
+    let topic = gateway.topic("metrics").await;
 
     let mut records: Vec<_> = (0..20)
         .map(|i| record(format!("k{i}"), "0123456789"))
@@ -159,12 +159,12 @@ async fn health_is_serving_until_the_drain_begins() {
     let first = watch.next().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
     gateway
-        .broker
+        .embedded()
         .with(|cluster| cluster.broker_round_trip_time(1, Duration::from_millis(1500)))
         .await
         .unwrap();
     let mut client = gateway.client().await;
-    let topic = rand_topic("drain-health");
+    let topic = gateway.topic("drain-health").await;
     let (mut responses, _feeder) =
         open_stream(&mut client, vec![batch(1, &topic, vec![record("k", "v")])]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -13,7 +13,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_round_trip_with_keys_tombstones_headers_and_timestamps() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("roundtrip");
+    let topic = gateway.topic("roundtrip").await;
     let mut client = gateway.client().await;
 
     let mut with_headers = record("k-headers", "v-headers");
@@ -91,7 +91,7 @@ async fn concurrent_streams_each_get_every_ack_in_order() {
     const BATCHES: usize = 15;
     const PER_BATCH: usize = 40;
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("concurrent");
+    let topic = gateway.topic("concurrent").await;
 
     let mut tasks = Vec::new();
     for stream in 0..STREAMS {
@@ -185,7 +185,7 @@ fn java_murmur2(data: &[u8]) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_land_where_the_java_client_puts_them() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("partitioner");
+    let topic = gateway.topic("partitioner").await;
     let mut client = gateway.client().await;
     let keys: Vec<String> = (0..60).map(|i| format!("customer-{i}")).collect();
     let records = keys.iter().map(|k| record(k.as_str(), "v")).collect();
@@ -208,8 +208,8 @@ async fn keyed_records_land_where_the_java_client_puts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_get_their_own_errors_while_streams_go_on() {
     let gateway = start_gateway(&["--max-record-bytes", "1KiB"]).await;
-    let topic = rand_topic("bad-input");
-    let healthy_topic = rand_topic("healthy");
+    let topic = gateway.topic("bad-input").await;
+    let healthy_topic = gateway.topic("healthy").await;
     let mut client = gateway.client().await;
 
     // A healthy stream runs beside the one with bad input.
@@ -301,7 +301,7 @@ async fn bad_records_get_their_own_errors_while_streams_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_side_failures_become_record_errors() {
     let gateway = start_gateway(&["-X", "message.max.bytes=2000"]).await;
-    let topic = rand_topic("broker-errors");
+    let topic = gateway.topic("broker-errors").await;
     let mut client = gateway.client().await;
 
     // librdkafka refuses a record over its message.max.bytes.
@@ -325,7 +325,7 @@ async fn broker_side_failures_become_record_errors() {
 
     // The broker refuses writes to a topic.
     gateway
-        .broker
+        .embedded()
         .with(|cluster| {
             cluster.request_errors(
                 RDKafkaApiKey::Produce,
@@ -347,7 +347,7 @@ async fn broker_side_failures_become_record_errors() {
 
     // The gateway goes on after the failure. (librdkafka remembers the
     // authorization failure for that topic, so use another.)
-    let other = rand_topic("broker-errors-after");
+    let other = gateway.topic("broker-errors-after").await;
     let responses = produce_stream(
         &mut client,
         vec![batch(3, &other, vec![record("k", "allowed")])],
@@ -359,22 +359,16 @@ async fn broker_side_failures_become_record_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_topic_is_a_record_error() {
-    let broker = std::sync::Arc::new(kafka_gateway::EmbeddedBroker::start(1, PARTITIONS).unwrap());
-    // The gateway sees the broker as an external Kafka that does not create
+    // The gateway sees its broker as an external Kafka that does not create
     // topics on demand.
-    let gateway = start_gateway_on(
-        broker,
-        false,
-        &[
-            "-X",
-            "allow.auto.create.topics=false",
-            "-X",
-            "topic.metadata.propagation.max.ms=300",
-        ],
-    )
+    let gateway = start_gateway_plain(&[
+        "-X",
+        "allow.auto.create.topics=false",
+        "-X",
+        "topic.metadata.propagation.max.ms=300",
+    ])
     .await;
-    let existing = rand_topic("exists");
-    gateway.broker.create_topic(&existing, 2).await.unwrap();
+    let existing = gateway.topic("exists").await;
     let mut client = gateway.client().await;
     let missing = rand_topic("missing");
     let mut elsewhere = record("k", "to a missing topic");
@@ -398,7 +392,7 @@ async fn an_unknown_topic_is_a_record_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_produce_batch_answers_like_a_stream() {
     let gateway = start_gateway(&["--max-batch-records", "10"]).await;
-    let topic = rand_topic("unary");
+    let topic = gateway.topic("unary").await;
     let mut client = gateway.client().await;
     let records: Vec<Record> = (0..10)
         .map(|i| record(format!("k{i}"), format!("v{i}")))
@@ -443,7 +437,7 @@ async fn over_limit_batches_end_the_stream_after_answering_earlier_ones() {
         "100",
     ])
     .await;
-    let topic = rand_topic("over-limit");
+    let topic = gateway.topic("over-limit").await;
     let mut client = gateway.client().await;
 
     let too_many = (0..101).map(|i| record("k", format!("{i}"))).collect();
@@ -504,7 +498,7 @@ async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
         "reconnect.backoff.max.ms=200",
     ])
     .await;
-    let topic = rand_topic("broker-down");
+    let topic = gateway.topic("broker-down").await;
     let mut client = gateway.client().await;
     let first = produce_stream(
         &mut client,
@@ -514,7 +508,7 @@ async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
     ok(&first[0].as_ref().unwrap().results[0]);
 
     gateway
-        .broker
+        .embedded()
         .with(|cluster| cluster.broker_down(1))
         .await
         .unwrap();
@@ -535,7 +529,7 @@ async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
     // Once the broker is back, a client retrying a retriable error gets
     // through (after librdkafka reconnects).
     gateway
-        .broker
+        .embedded()
         .with(|cluster| cluster.broker_up(1))
         .await
         .unwrap();
@@ -615,7 +609,7 @@ async fn a_malformed_message_ends_the_stream_with_invalid_argument() {
 
     // The gateway is unharmed.
     let mut client = gateway.client().await;
-    let topic = rand_topic("after-garbage");
+    let topic = gateway.topic("after-garbage").await;
     let responses =
         produce_stream(&mut client, vec![batch(1, &topic, vec![record("k", "v")])]).await;
     ok(&responses[0].as_ref().unwrap().results[0]);

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use common::binary::{serve, sigterm, wait_exit};
 use common::*;
-use kafka_gateway::EmbeddedBroker;
 use kafka_gateway::proto::producer_client::ProducerClient;
 use kafka_gateway::proto::{ErrorCode, ProduceRequest};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -123,9 +122,8 @@ async fn traced_stream(
 async fn each_batch_is_a_producer_span_under_the_callers_trace() {
     let (receiver, endpoint) = start_receiver().await;
     // The broker outlives the gateway, so what it stored can be read after.
-    let broker = EmbeddedBroker::start(1, PARTITIONS).unwrap();
-    let topic = rand_topic("traced");
-    broker.create_topic(&topic, PARTITIONS).await.unwrap();
+    let broker = TestKafka::start();
+    let topic = broker.topic("traced").await;
     let mut served = serve(
         &["--bootstrap-servers", broker.bootstrap_servers()],
         &[

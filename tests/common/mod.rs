@@ -1,6 +1,13 @@
 //! Shared helpers for the integration tests: a gateway on 127.0.0.1:0 over an
 //! embedded broker, unique topics, a gRPC client, and a consumer that reads
 //! back what the gateway wrote.
+//!
+//! With `KAFKA_GATEWAY_TEST_BOOTSTRAP_SERVERS` set, the gateways produce to
+//! that Kafka instead (CI runs the suite a second time against a separate
+//! broker implementation), and topics are created through the Kafka admin
+//! API before use. Tests that need the embedded broker's fault injection
+//! (error injection, broker down, round-trip time) call
+//! [`TestGateway::embedded`], which fails loudly on an external broker.
 
 #![allow(dead_code)]
 
@@ -31,33 +38,151 @@ use tonic::transport::Channel;
 /// Partitions of topics the embedded broker creates on first use.
 pub const PARTITIONS: i32 = 6;
 
+/// The variable naming an external Kafka for the integration tests.
+pub const EXTERNAL_KAFKA: &str = "KAFKA_GATEWAY_TEST_BOOTSTRAP_SERVERS";
+
+/// The Kafka the tests produce to.
+#[derive(Clone)]
+pub enum TestKafka {
+    /// An embedded broker of this test process.
+    Embedded(Arc<EmbeddedBroker>),
+    /// The broker named by [`EXTERNAL_KAFKA`].
+    External(String),
+}
+
+impl TestKafka {
+    /// The external broker when one is configured, else a new embedded one.
+    pub fn start() -> Self {
+        match std::env::var(EXTERNAL_KAFKA) {
+            Ok(servers) if !servers.is_empty() => TestKafka::External(servers),
+            _ => TestKafka::Embedded(Arc::new(
+                EmbeddedBroker::start(1, PARTITIONS).expect("embedded broker starts"),
+            )),
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        match self {
+            TestKafka::Embedded(broker) => broker.bootstrap_servers(),
+            TestKafka::External(servers) => servers,
+        }
+    }
+
+    /// The embedded broker, for tests that inject faults into it.
+    pub fn embedded(&self) -> &Arc<EmbeddedBroker> {
+        match self {
+            TestKafka::Embedded(broker) => broker,
+            TestKafka::External(servers) => panic!(
+                "this test injects faults into the embedded broker and cannot run against \
+                 {servers} ({EXTERNAL_KAFKA}); skip it there"
+            ),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            TestKafka::Embedded(broker) => broker
+                .create_topic(topic, partitions)
+                .await
+                .expect("the embedded broker creates the topic"),
+            TestKafka::External(servers) => create_external_topic(servers, topic, partitions).await,
+        }
+    }
+
+    /// A new topic name with [`PARTITIONS`] partitions, created first
+    /// unless a gateway that creates topics on first use will.
+    pub async fn topic(&self, prefix: &str) -> String {
+        let topic = rand_topic(prefix);
+        self.create_topic(&topic, PARTITIONS).await;
+        topic
+    }
+}
+
+/// Creates a topic through the Kafka admin API and waits until its metadata
+/// shows every partition.
+async fn create_external_topic(servers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("CreateTopics request");
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("creating topic {name} on {servers}: {code}");
+        }
+    }
+    let servers = servers.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()
+            .expect("metadata client");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5));
+            if let Ok(metadata) = metadata
+                && metadata.topics()[0].error().is_none()
+                && metadata.topics()[0].partitions().len() == partitions as usize
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "topic {topic} did not appear on {servers}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
     /// The HTTP listener of metrics and probes.
     pub metrics_addr: SocketAddr,
-    pub broker: Arc<EmbeddedBroker>,
+    pub kafka: TestKafka,
+    /// Whether the gateway creates topics on first use.
+    provisions: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Error>>>,
 }
 
-/// Starts a broker, then a gateway over it with extra command-line `args`.
+/// Starts a gateway with extra command-line `args`, over a new embedded
+/// broker (creating topics on first use, as `serve` does), or over the
+/// external Kafka when one is configured.
 pub async fn start_gateway(args: &[&str]) -> TestGateway {
-    let broker = Arc::new(EmbeddedBroker::start(1, PARTITIONS).expect("embedded broker starts"));
-    start_gateway_on(broker, true, args).await
+    start_gateway_on(TestKafka::start(), true, args).await
 }
 
-/// Starts a gateway over `broker`. With `provision`, the gateway creates
-/// topics on first use, as `serve` does on its embedded broker; without, it
-/// sees the broker as any external Kafka.
-pub async fn start_gateway_on(
-    broker: Arc<EmbeddedBroker>,
-    provision: bool,
-    args: &[&str],
-) -> TestGateway {
+/// Starts a gateway that sees its Kafka as an external cluster: it never
+/// creates topics.
+pub async fn start_gateway_plain(args: &[&str]) -> TestGateway {
+    start_gateway_on(TestKafka::start(), false, args).await
+}
+
+/// Starts a gateway over `kafka`. With `provision`, a gateway on an embedded
+/// broker creates topics on first use; an external Kafka is left to its own
+/// rules.
+async fn start_gateway_on(kafka: TestKafka, provision: bool, args: &[&str]) -> TestGateway {
+    let embedded = match &kafka {
+        TestKafka::Embedded(broker) if provision => Some(broker.clone()),
+        _ => None,
+    };
     let mut argv = vec!["kafka-gateway"];
-    if !provision {
-        argv.extend(["--bootstrap-servers", broker.bootstrap_servers()]);
+    if embedded.is_none() {
+        argv.extend(["--bootstrap-servers", kafka.bootstrap_servers()]);
     }
     argv.extend(["--metrics-listen", "127.0.0.1:0"]);
     argv.extend(args);
@@ -69,7 +194,7 @@ pub async fn start_gateway_on(
     let addr = listeners.grpc.local_addr().unwrap();
     let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let embedded = provision.then(|| broker.clone());
+    let provisions = embedded.is_some();
     let stopped = async move {
         let _ = stop_rx.await;
     };
@@ -83,7 +208,8 @@ pub async fn start_gateway_on(
     TestGateway {
         addr,
         metrics_addr,
-        broker,
+        kafka,
+        provisions,
         stop: Some(stop_tx),
         task: Some(task),
     }
@@ -97,7 +223,22 @@ impl TestGateway {
     }
 
     pub fn bootstrap_servers(&self) -> &str {
-        self.broker.bootstrap_servers()
+        self.kafka.bootstrap_servers()
+    }
+
+    /// The embedded broker, for tests that inject faults into it; panics on
+    /// an external Kafka.
+    pub fn embedded(&self) -> &Arc<EmbeddedBroker> {
+        self.kafka.embedded()
+    }
+
+    /// A new topic for this gateway, with [`PARTITIONS`] partitions.
+    pub async fn topic(&self, prefix: &str) -> String {
+        if self.provisions {
+            rand_topic(prefix)
+        } else {
+            self.kafka.topic(prefix).await
+        }
     }
 
     /// Asks the gateway to shut down without waiting for it.
@@ -110,14 +251,14 @@ impl TestGateway {
     /// Shuts the gateway down and waits for it to finish draining. Returns
     /// the broker, which outlives the gateway, so what was written can still
     /// be read.
-    pub async fn stop(mut self) -> Result<Arc<EmbeddedBroker>, Error> {
+    pub async fn stop(mut self) -> Result<TestKafka, Error> {
         self.request_stop();
         let task = self.task.take().unwrap();
         tokio::time::timeout(Duration::from_secs(60), task)
             .await
             .expect("the gateway stops within a minute")
             .expect("the gateway task does not panic")?;
-        Ok(self.broker.clone())
+        Ok(self.kafka.clone())
     }
 }
 
