@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""End-to-end test of the Python example against a running gateway.
+
+    KAFKA_GATEWAY_TARGET=127.0.0.1:50051 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python test_example.py
+
+KAFKA_BOOTSTRAP_SERVERS are the brokers the gateway produces to; records are
+read back from there. KAFKA_TEST_TOPIC names an existing topic to use (for a
+broker that does not create topics on first use); otherwise each run makes up a
+new topic name. Exits non-zero when anything fails.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import traceback
+import uuid
+from collections import defaultdict
+
+import produce
+from produce import pb
+from verify_consumed import expected_record, verify
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BAD_TOPIC = "not a valid topic!"
+
+
+def env(name):
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"{name} must be set (see the top of {os.path.basename(__file__)})")
+    return value
+
+
+TARGET = env("KAFKA_GATEWAY_TARGET")
+BOOTSTRAP = env("KAFKA_BOOTSTRAP_SERVERS")
+TOPIC = os.environ.get("KAFKA_TEST_TOPIC") or f"kafka-gateway-python-{uuid.uuid4().hex[:12]}"
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def check_in_order(acks):
+    """acks: (partition, offset) in send order; offsets must grow within each partition."""
+    last = {}
+    for partition, offset in acks:
+        check(offset > last.get(partition, -1),
+              f"partition {partition}: offset {offset} acked after offset {last.get(partition)}")
+        last[partition] = offset
+    return last
+
+
+def check_consumed(expected):
+    problems = verify(BOOTSTRAP, expected)
+    check(not problems, "read back differs:\n  " + "\n  ".join(problems))
+    print(f"  read back {len(expected)} records: keys, values, headers and offsets match")
+
+
+def test_example_script():
+    """`python produce.py TARGET TOPIC` prints 8 acks in order and one error for exactly the bad record."""
+    run = subprocess.run([sys.executable, os.path.join(HERE, "produce.py"), TARGET, TOPIC],
+                         capture_output=True, text=True, timeout=60)
+    check(run.returncode == 0, f"produce.py exited {run.returncode}:\n{run.stdout}{run.stderr}")
+    lines = run.stdout.splitlines()
+    check(len(lines) == 10 and lines[-1] == "8 acked, 1 failed", f"unexpected output:\n{run.stdout}")
+    acks, expected = [], []
+    for line, (b, i) in zip(lines, [(b, i) for b in range(3) for i in range(3)]):
+        prefix = f"batch {b} record {i}: "
+        check(line.startswith(prefix), f"line {line!r}: expected it to start with {prefix!r} (out of order?)")
+        if (b, i) == (1, 1):
+            check(line.startswith(prefix + "error ERROR_CODE_UNKNOWN_PARTITION retriable=False: "),
+                  f"the partition-999 record: {line!r}")
+            continue
+        m = re.fullmatch(re.escape(prefix) + rf"ok {re.escape(TOPIC)} partition (\d+) offset (\d+)", line)
+        check(m, f"expected an ack: {line!r}")
+        partition, offset = int(m[1]), int(m[2])
+        acks.append((partition, offset))
+        expected.append(expected_record(TOPIC, partition, offset, f"customer-{i}".encode(),
+                                        f"order {b}-{i}".encode(), [("source", b"python")]))
+    check_in_order(acks)
+    print("  " + "\n  ".join(lines))
+    check_consumed(expected)
+
+
+def rich_batches():
+    """Batches exercising the record options, with two invalid records among valid ones."""
+    def rec(**kw):
+        return pb.Record(**kw)
+
+    yield pb.ProduceRequest(batch_id=100, topic=TOPIC, records=[
+        rec(key=f"k-{i}".encode(), value=f"first {i}".encode(),
+            headers=[pb.Header(key="source", value=b"python"), pb.Header(key="seq", value=str(i).encode())])
+        for i in range(4)])
+    yield pb.ProduceRequest(batch_id=101, topic=TOPIC, records=[
+        rec(key=b"p0-a", value=b"on partition 0", partition=0, timestamp_ms=1_700_000_000_000),
+        rec(key=b"p999", value=b"no such partition", partition=999),           # -> UNKNOWN_PARTITION
+        rec(key=b"p0-b", value=b"also partition 0", partition=0, timestamp_ms=1_700_000_000_001,
+            headers=[pb.Header(key="dup", value=b"1"), pb.Header(key="dup", value=b"2"),
+                     pb.Header(key="empty", value=b"")]),
+        rec(key=b"tombstone"),                                                # value unset: null
+        rec(key=b"", value=b""),                                              # empty, not null
+    ])
+    yield pb.ProduceRequest(batch_id=102, topic=TOPIC, records=[
+        rec(key=b"before-bad", value=b"ok"),
+        rec(topic=BAD_TOPIC, key=b"bad-topic", value=b"never sent"),           # -> INVALID_RECORD
+        rec(key=b"after-bad", value=b"ok"),
+        rec(value=b"no key"),                                                  # key unset: null
+    ])
+    for b in range(103, 108):
+        yield pb.ProduceRequest(batch_id=b, topic=TOPIC, records=[
+            rec(key=f"k-{j % 7}".encode(), value=f"bulk {b}-{j}".encode(),
+                headers=[pb.Header(key="batch", value=str(b).encode())])
+            for j in range(20)])
+
+
+def test_stream_round_trip():
+    """Several batches on one stream: every valid record acked in order, each bad one gets its own error."""
+    bad = {(101, 1): ("ERROR_CODE_UNKNOWN_PARTITION", None),
+           (102, 1): ("ERROR_CODE_INVALID_RECORD", None)}
+    batch_ids, acks, expected = [], [], []
+    partition_of_key = {}
+    for request, response in produce.produce(TARGET, rich_batches()):
+        batch_ids.append(response.batch_id)
+        for i, (record, result) in enumerate(zip(request.records, response.results)):
+            where = f"batch {response.batch_id} record {i}"
+            if (response.batch_id, i) in bad:
+                code = bad[(response.batch_id, i)][0]
+                check(result.HasField("error"), f"{where}: expected {code}, got {result}")
+                check(pb.ErrorCode.Name(result.error.code) == code and not result.error.retriable,
+                      f"{where}: expected {code} (not retriable), got {result.error}")
+                print(f"  {where}: {code}: {result.error.message}")
+                continue
+            check(result.HasField("ok"), f"{where}: expected an ack, got {result.error}")
+            at = result.ok
+            check(at.topic == TOPIC, f"{where}: acked for topic {at.topic!r}")
+            if record.HasField("partition"):
+                check(at.partition == record.partition, f"{where}: asked for partition {record.partition}, got {at.partition}")
+            elif record.HasField("key"):
+                first = partition_of_key.setdefault(record.key, at.partition)
+                check(first == at.partition, f"{where}: key {record.key!r} went to {at.partition} and to {first}")
+            acks.append((at.partition, at.offset))
+            expected.append(expected_record(
+                TOPIC, at.partition, at.offset,
+                record.key if record.HasField("key") else None,
+                record.value if record.HasField("value") else None,
+                [(h.key, h.value) for h in record.headers],
+                record.timestamp_ms if record.HasField("timestamp_ms") else None))
+    check(batch_ids == list(range(100, 108)), f"responses for batches {batch_ids}")
+    last = check_in_order(acks)
+    print(f"  {len(acks)} acks in order over partitions {sorted(last)}, 2 per-record errors")
+    check_consumed(expected)
+
+
+def main():
+    print(f"gateway {TARGET}, brokers {BOOTSTRAP}, topic {TOPIC}")
+    passed = failed = 0
+    for test in [test_example_script, test_stream_round_trip]:
+        print(f"--- {test.__name__}: {test.__doc__.strip()}")
+        try:
+            test()
+        except Exception:  # noqa: BLE001 - report every failure, then go on
+            failed += 1
+            traceback.print_exc()
+            print(f"FAIL {test.__name__}")
+        else:
+            passed += 1
+            print(f"ok {test.__name__}")
+    print(f"python: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
