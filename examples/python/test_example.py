@@ -9,6 +9,8 @@ broker that does not create topics on first use); otherwise each run makes up a
 new topic name. Exits non-zero when anything fails.
 """
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -153,10 +155,71 @@ def test_stream_round_trip():
     check_consumed(expected)
 
 
+def grpcurl(*args, stdin=None):
+    """Runs grpcurl (the one installed beside this Python, else on PATH) in plaintext."""
+    beside = os.path.join(os.path.dirname(sys.executable), "grpcurl")
+    exe = beside if os.access(beside, os.X_OK) else "grpcurl"
+    done = subprocess.run([exe, "-plaintext", *args], input=stdin, capture_output=True, text=True, timeout=60)
+    check(done.returncode == 0, f"grpcurl {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def json_stream(text):
+    """The JSON objects grpcurl prints one after another."""
+    decoder, objects, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        if text[at].isspace():
+            at += 1
+            continue
+        obj, at = decoder.raw_decode(text, at)
+        objects.append(obj)
+    return objects
+
+
+def test_grpcurl_via_reflection():
+    """grpcurl lists and describes the API through reflection, and streams two batches with it."""
+    services = grpcurl(TARGET, "list").split()
+    check("kafka_gateway.v1.Producer" in services and "grpc.health.v1.Health" in services,
+          f"reflection lists {services}")
+    description = grpcurl(TARGET, "describe", "kafka_gateway.v1.Producer")
+    check("rpc Produce ( stream .kafka_gateway.v1.ProduceRequest ) returns ( stream" in description,
+          f"describe shows {description}")
+    health = json.loads(grpcurl("-d", '{"service": "kafka_gateway.v1.Producer"}', TARGET,
+                                "grpc.health.v1.Health/Check"))
+    check(health == {"status": "SERVING"}, f"health {health}")
+
+    def b(text):
+        return base64.b64encode(text.encode()).decode()
+
+    sent = [
+        (1, [("k1", "hello", [("source", "grpcurl")]), ("k2", "world", [])]),
+        (2, [("k1", "again", [("n", "1"), ("n", "2")])]),
+    ]
+    requests = "\n".join(json.dumps({
+        "batch_id": batch_id, "topic": TOPIC,
+        "records": [{"key": b(k), "value": b(v), "headers": [{"key": hk, "value": b(hv)} for hk, hv in hs]}
+                    for k, v, hs in records],
+    }) for batch_id, records in sent)
+    responses = json_stream(grpcurl("-d", "@", TARGET, "kafka_gateway.v1.Producer/Produce", stdin=requests))
+    check([int(r["batchId"]) for r in responses] == [1, 2], f"responses {responses}")
+    expected, acks = [], []
+    for (batch_id, records), response in zip(sent, responses):
+        for (k, v, hs), result in zip(records, response["results"], strict=True):
+            check("ok" in result, f"batch {batch_id}: {result}")
+            ok = result["ok"]
+            partition, offset = ok.get("partition", 0), int(ok.get("offset", "0"))
+            acks.append((partition, offset))
+            expected.append(expected_record(TOPIC, partition, offset, k.encode(), v.encode(),
+                                            [(hk, hv.encode()) for hk, hv in hs]))
+    check_in_order(acks)
+    print(f"  grpcurl: {len(acks)} acks in order")
+    check_consumed(expected)
+
+
 def main():
     print(f"gateway {TARGET}, brokers {BOOTSTRAP}, topic {TOPIC}")
     passed = failed = 0
-    for test in [test_example_script, test_stream_round_trip]:
+    for test in [test_example_script, test_stream_round_trip, test_grpcurl_via_reflection]:
         print(f"--- {test.__name__}: {test.__doc__.strip()}")
         try:
             test()
