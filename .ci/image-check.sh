@@ -55,7 +55,10 @@ context=$(mktemp -d)
 # shellcheck disable=SC2046
 cp -r $(dockerfile_field COPY) "$context"/
 echo "build context: $(ls "$context" | tr '\n' ' ')"
-(cd "$context" && CARGO_TARGET_DIR="$OLDPWD/target" $build)
+# Into this checkout's target directory (CARGO_TARGET_DIR or ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+(cd "$context" && CARGO_TARGET_DIR="$target_dir" $build)
 rm -rf "$context"
 
 mapfile -t envs < <(dockerfile_field ENV)
@@ -69,7 +72,7 @@ echo "run: $entrypoint $cmd; expose: ${ports[*]}; healthcheck: $healthcheck"
 
 log=$(mktemp)
 # A clean environment plus the image's ENV, as in the container.
-env -i PATH="$PWD/target/release:/usr/bin:/bin" HOME=/tmp "${envs[@]}" \
+env -i PATH="$target_dir/release:/usr/bin:/bin" HOME=/tmp "${envs[@]}" \
     "$entrypoint" $cmd >"$log" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; tail -n 30 "$log"; rm -f "$log"' EXIT
