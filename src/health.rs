@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::proto::producer_server::SERVICE_NAME;
+use crate::shutdown;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -99,29 +100,30 @@ impl Health {
     }
 
     /// Mirrors every change on gRPC health checking, for the whole server
-    /// (`""`) and for `kafka_gateway.v1.Producer`.
+    /// (`""`) and for `kafka_gateway.v1.Producer`, until `shutdown`.
     ///
-    /// Once draining, watchers see NOT_SERVING and then their `Watch` stream
+    /// At shutdown, watchers see NOT_SERVING and then their `Watch` stream
     /// ends, so that an open watch does not hold the server's graceful
     /// shutdown until `--shutdown-timeout`.
-    pub async fn report(&self, mut reporter: HealthReporter) {
+    pub async fn report(&self, mut reporter: HealthReporter, mut shutdown: shutdown::Signal) {
         let mut changes = self.state.subscribe();
         loop {
             let status = match self.ready() {
-                Ok(()) => ServingStatus::Serving,
-                Err(_) => ServingStatus::NotServing,
+                Ok(()) if !shutdown.is_requested() => ServingStatus::Serving,
+                _ => ServingStatus::NotServing,
             };
             for service in ["", SERVICE_NAME] {
                 reporter.set_service_status(service, status).await;
             }
-            if self.state() == State::Draining {
+            if shutdown.is_requested() {
                 for service in ["", SERVICE_NAME] {
                     reporter.clear_service_status(service).await;
                 }
                 return;
             }
-            if changes.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = shutdown.requested() => {}
             }
         }
     }

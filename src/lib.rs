@@ -152,8 +152,8 @@ pub async fn run(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let background = TaskTracker::new();
     let report = background.spawn({
-        let health = health.clone();
-        async move { health.report(reporter).await }
+        let (health, signal) = (health.clone(), signal.clone());
+        async move { health.report(reporter, signal).await }
     });
     let connect = background.spawn({
         let (sender, health) = (sender.clone(), health.clone());
