@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod error;
