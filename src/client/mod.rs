@@ -3,6 +3,8 @@
 //! stream and matches the ordered acks back to input lines.
 //!
 //! - [`input`]: lines, bounded in length, and how they become records
-//!   (plain values, `KEY<delimiter>VALUE`, or NDJSON).
+//!   (plain values, `KEY<delimiter>VALUE`, or NDJSON);
+//! - [`report`]: progress, failures, `--failed-out` and the summary.
 
 pub mod input;
+pub mod report;
