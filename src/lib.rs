@@ -18,10 +18,14 @@
 //!
 //! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
 //! [`health`], and [`admin`], the HTTP listener serving the last two.
+//!
+//! The other side of the wire: [`client`], the `produce` command, which
+//! streams lines of stdin through a running gateway.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod error;

@@ -1,11 +1,14 @@
 //! The `kafka-gateway` binary: parses the command line, sets up logging,
 //! starts the embedded broker when no Kafka is given, and maps errors to
-//! exit codes (64, EX_USAGE, for bad configuration).
+//! exit codes (64, EX_USAGE, for bad configuration). `produce` is the
+//! command-line client; its exit codes are documented in its `--help`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use kafka_gateway::client::{self, ProduceArgs, Terminal};
 use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing, shutdown};
 
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
@@ -25,6 +28,10 @@ enum Command {
     /// Serve the kafka_gateway.v1.Producer gRPC service. Without
     /// --bootstrap-servers, starts an embedded in-memory Kafka broker.
     Serve(Config),
+    /// Read records from stdin, one per line (text or JSON), and produce
+    /// them through a running gateway; prints a summary and exits non-zero
+    /// when any record failed.
+    Produce(ProduceArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,14 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Produce(args) => {
+            let code = runtime.block_on(produce(args));
+            // stdin is read on a blocking thread that cannot be cancelled:
+            // do not wait for it (after Ctrl-C or a broken stream, it may
+            // wait for a line that never comes).
+            runtime.shutdown_background();
+            return code;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +102,35 @@ async fn serve(config: Config) -> Result<(), Error> {
     let listeners = Listeners::bind(&config).await?;
     let tracing = Tracing::from_env()?;
     kafka_gateway::run(listeners, config, embedded, tracing, shutdown::os_signal()).await
+}
+
+async fn produce(args: ProduceArgs) -> ExitCode {
+    let terminal = Terminal {
+        stdin: std::io::stdin().is_terminal(),
+        stderr: std::io::stderr().is_terminal(),
+    };
+    let input = tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    match client::run(args, input, terminal, interrupted()).await {
+        Ok(finished) => ExitCode::from(finished.exit_code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Resolves on the first Ctrl-C, so `produce` stops reading and finishes
+/// what it sent; a second Ctrl-C exits at once.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return std::future::pending().await;
+    }
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted again: exiting without waiting for acknowledgements");
+            std::process::exit(client::EXIT_INTERRUPTED.into());
+        }
+    });
 }
 
 fn init_logging() {

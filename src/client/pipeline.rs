@@ -1,0 +1,484 @@
+//! One `Produce` stream fed from the input, in two halves:
+//!
+//! - the feeder reads lines, parses them and gathers them into batches; it
+//!   sends a batch when it is full or when its first line has waited
+//!   `linger`. Before sending, it takes one of `max_in_flight` slots, so at
+//!   most that many batches are unacknowledged: when they are all taken,
+//!   the feeder stops reading, and a slow gateway slows the input down
+//!   instead of filling memory;
+//! - the collector takes the batches in the order they were sent, waits for
+//!   each one's response (the gateway answers in order) and matches its
+//!   results to the batch's input lines; then the slot is free again.
+//!
+//! Malformed lines travel in their batch without being sent, so every line
+//! is reported in input order. When the stream breaks, the collector stops
+//! the feeder; records sent but not answered, and records read but not
+//! sent, are reported as such.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncBufRead;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+
+use super::input::{Line, LineParser, LineReader, MAX_LINE_BYTES};
+use super::report::{Counters, Failure, MALFORMED_INPUT, NOT_ACKNOWLEDGED, NOT_SENT, Reporter};
+use crate::produce::validate::record_size;
+use crate::proto::record_result::Result as Outcome;
+use crate::proto::{ProduceRequest, ProduceResponse, Record, RecordResult};
+
+/// How records are gathered into batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Lines in one batch (records and malformed lines).
+    pub max_records: usize,
+    /// Payload bytes (key + value + headers) in one batch; a record larger
+    /// than this goes alone.
+    pub max_bytes: usize,
+    /// How long a partial batch waits for more lines.
+    pub linger: Duration,
+    /// Batches sent and not yet answered.
+    pub max_in_flight: usize,
+}
+
+/// One input line of a batch.
+#[derive(Debug)]
+struct Entry {
+    line: u64,
+    /// The line as read; `None` for a line too long to keep.
+    input: Option<Bytes>,
+    /// Why the line is not a record; `None` for a record, which is sent as
+    /// the batch's next one.
+    malformed: Option<String>,
+}
+
+impl Entry {
+    /// How the line failed: as malformed, for its own reason, if it is;
+    /// else with `code` and `message`.
+    fn failure(self, code: &str, message: String, retriable: bool) -> Failure {
+        match self.malformed {
+            Some(why) => Failure {
+                line: self.line,
+                code: MALFORMED_INPUT.into(),
+                message: why,
+                retriable: false,
+                input: self.input,
+            },
+            None => Failure {
+                line: self.line,
+                code: code.into(),
+                message,
+                retriable,
+                input: self.input,
+            },
+        }
+    }
+}
+
+/// A batch handed to the stream, waiting for its response.
+#[derive(Debug)]
+struct Pending {
+    /// `None` when the batch holds only malformed lines: nothing was sent.
+    batch_id: Option<u64>,
+    /// Records sent.
+    records: usize,
+    entries: Vec<Entry>,
+    /// Returned when the batch is answered: what bounds the batches in
+    /// flight.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Why the feeder stopped reading.
+#[derive(Debug)]
+pub enum InputEnd {
+    /// The input ended.
+    Exhausted,
+    /// The interrupt fired (Ctrl-C).
+    Interrupted,
+    /// Reading failed.
+    Failed(std::io::Error),
+    /// The stream broke: the collector stopped the feeder.
+    StreamBroke,
+}
+
+/// How a run of the stream ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub input: InputEnd,
+    /// The last line read.
+    pub last_line: u64,
+    /// Why the stream broke, if it did.
+    pub broke: Option<Broke>,
+    /// Records sent and never answered, when the stream broke.
+    pub not_acknowledged: u64,
+    /// Records read and not sent, when the stream broke.
+    pub not_sent: u64,
+}
+
+/// Why a stream broke, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broke {
+    pub reason: String,
+    pub fix: &'static str,
+}
+
+impl Broke {
+    /// A stream the gateway (or the network) ended.
+    pub fn status(status: &tonic::Status) -> Self {
+        use tonic::Code;
+        let mut reason = format!("{:?}: {}", status.code(), status.message());
+        if let Some(source) = std::error::Error::source(status) {
+            reason.push_str(&format!(" ({})", super::error_chain(source)));
+        }
+        let fix = match status.code() {
+            Code::ResourceExhausted => {
+                "lower --batch-records or --batch-bytes below the gateway's --max-batch-records \
+                 and --max-batch-bytes"
+            }
+            Code::Unimplemented => "point --target at a kafka-gateway",
+            _ => UNREACHABLE_FIX,
+        };
+        Self { reason, fix }
+    }
+
+    /// A gateway that answered out of turn.
+    fn protocol(reason: String) -> Self {
+        Self {
+            reason,
+            fix: "point --target at a kafka-gateway",
+        }
+    }
+}
+
+/// What to do when the gateway went away.
+const UNREACHABLE_FIX: &str = "check that the gateway is running and reachable at --target";
+
+/// The stream stopped taking batches.
+struct Broken;
+
+/// Runs the stream: feeds it from `reader` until the input ends, the
+/// interrupt fires or the stream breaks, and reports every line's outcome to
+/// `reporter`, in input order. `requests` is the request side of the open
+/// stream whose responses are `responses`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<R>(
+    reader: LineReader<R>,
+    parser: LineParser,
+    topic: String,
+    batching: Batching,
+    requests: mpsc::Sender<ProduceRequest>,
+    mut responses: Streaming<ProduceResponse>,
+    reporter: &mut Reporter,
+    counters: Arc<Counters>,
+    interrupt: impl Future<Output = ()> + Send + 'static,
+) -> Ended
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(batching.max_in_flight));
+    // Never full: there are as many places as slots.
+    let (pending_tx, mut pending) = mpsc::channel(batching.max_in_flight);
+    let broken = CancellationToken::new();
+    let feeder = Feeder {
+        reader,
+        parser,
+        topic,
+        batching,
+        counters,
+        slots: slots.clone(),
+        pending: pending_tx,
+        requests,
+        broken: broken.clone(),
+        entries: Vec::new(),
+        records: Vec::new(),
+        bytes: 0,
+        deadline: None,
+        last_batch_id: 0,
+    };
+    let feeder = tokio::spawn(feeder.run(interrupt));
+
+    let mut not_acknowledged = 0;
+    let broke = loop {
+        let Some(batch) = pending.recv().await else {
+            break None;
+        };
+        let Some(batch_id) = batch.batch_id else {
+            report(reporter, batch, Vec::new());
+            continue;
+        };
+        match responses.message().await {
+            Ok(Some(response)) if response.batch_id != batch_id => {
+                not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
+                break Some(Broke::protocol(format!(
+                    "the gateway answered batch {} when batch {batch_id} was due",
+                    response.batch_id
+                )));
+            }
+            Ok(Some(response)) if response.results.len() != batch.records => {
+                let results = response.results.len();
+                let records = batch.records;
+                not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
+                break Some(Broke::protocol(format!(
+                    "the gateway answered batch {batch_id} of {records} records with \
+                     {results} results"
+                )));
+            }
+            Ok(Some(response)) => report(reporter, batch, response.results),
+            Ok(None) => {
+                not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
+                break Some(Broke {
+                    reason: format!(
+                        "the gateway ended the stream without answering batch {batch_id}"
+                    ),
+                    fix: UNREACHABLE_FIX,
+                });
+            }
+            Err(status) => {
+                not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
+                break Some(Broke::status(&status));
+            }
+        }
+    };
+    if broke.is_some() {
+        broken.cancel();
+        slots.close();
+        pending.close();
+        while let Some(batch) = pending.recv().await {
+            not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
+        }
+    }
+    let fed = feeder.await.expect("the feeder does not panic");
+    let not_sent = fed
+        .unsent
+        .into_iter()
+        .map(|entry| {
+            let sendable = entry.malformed.is_none();
+            reporter.failed(entry.failure(
+                NOT_SENT,
+                "read but not sent: the stream broke first; it is not stored".into(),
+                true,
+            ));
+            u64::from(sendable)
+        })
+        .sum();
+    reporter.flush();
+    Ended {
+        input: fed.end,
+        last_line: fed.last_line,
+        broke,
+        not_acknowledged,
+        not_sent,
+    }
+}
+
+/// Reports a batch's lines with the `results` of its records.
+fn report(reporter: &mut Reporter, batch: Pending, results: Vec<RecordResult>) {
+    let mut results = results.into_iter();
+    for entry in batch.entries {
+        if entry.malformed.is_some() {
+            // Not sent: no result of its own.
+            reporter.failed(entry.failure(MALFORMED_INPUT, String::new(), false));
+            continue;
+        }
+        match results.next().and_then(|result| result.result) {
+            Some(Outcome::Ok(meta)) => reporter.acked(&meta),
+            Some(Outcome::Error(error)) => {
+                reporter.failed(Failure::from_gateway(entry.line, &error, entry.input))
+            }
+            None => reporter.failed(entry.failure(
+                "ERROR_CODE_UNSPECIFIED",
+                "the gateway's result for this record is empty".into(),
+                false,
+            )),
+        }
+    }
+    reporter.flush();
+}
+
+/// Reports a batch that got no response; returns how many of its records
+/// were sent.
+fn unanswered(reporter: &mut Reporter, batch: Pending, code: &str) -> u64 {
+    let sent = batch.records as u64;
+    for entry in batch.entries {
+        reporter.failed(
+            entry.failure(
+                code,
+                "sent, but the stream broke before the gateway acknowledged it: \
+             it may or may not be stored"
+                    .into(),
+                true,
+            ),
+        );
+    }
+    sent
+}
+
+/// What the feeder returns.
+struct Fed {
+    end: InputEnd,
+    last_line: u64,
+    /// Lines read and not handed to the stream (when it broke).
+    unsent: Vec<Entry>,
+}
+
+/// Reads lines into batches and sends them.
+struct Feeder<R> {
+    reader: LineReader<R>,
+    parser: LineParser,
+    /// The batches' default topic.
+    topic: String,
+    batching: Batching,
+    counters: Arc<Counters>,
+    /// One per unanswered batch.
+    slots: Arc<Semaphore>,
+    /// Batches sent, in order, to the collector.
+    pending: mpsc::Sender<Pending>,
+    /// The request side of the stream.
+    requests: mpsc::Sender<ProduceRequest>,
+    /// Cancelled by the collector when the stream breaks.
+    broken: CancellationToken,
+    /// The batch being gathered: its lines, its records and their bytes.
+    entries: Vec<Entry>,
+    records: Vec<Record>,
+    bytes: usize,
+    /// When the batch being gathered must go, however small.
+    deadline: Option<Instant>,
+    last_batch_id: u64,
+}
+
+impl<R: AsyncBufRead + Unpin> Feeder<R> {
+    async fn run(mut self, interrupt: impl Future<Output = ()>) -> Fed {
+        tokio::pin!(interrupt);
+        let end = loop {
+            let deadline = self.deadline;
+            let line = tokio::select! {
+                biased;
+                () = self.broken.cancelled() => break InputEnd::StreamBroke,
+                () = &mut interrupt => break InputEnd::Interrupted,
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() =>
+                {
+                    match self.flush().await {
+                        Ok(()) => continue,
+                        Err(Broken) => break InputEnd::StreamBroke,
+                    }
+                }
+                line = self.reader.next_line() => line,
+            };
+            match line {
+                Ok(Some(line)) => {
+                    if let Err(Broken) = self.take(line).await {
+                        break InputEnd::StreamBroke;
+                    }
+                }
+                Ok(None) => break InputEnd::Exhausted,
+                Err(err) => break InputEnd::Failed(err),
+            }
+        };
+        // What was read is sent, also after an interrupt or a read error.
+        let end = match end {
+            InputEnd::StreamBroke => end,
+            end => match self.flush().await {
+                Ok(()) => end,
+                Err(Broken) => InputEnd::StreamBroke,
+            },
+        };
+        Fed {
+            end,
+            last_line: self.reader.last_line(),
+            unsent: self.entries,
+        }
+    }
+
+    /// Adds a line to the batch, sending the batch when it is full.
+    async fn take(&mut self, line: Line) -> Result<(), Broken> {
+        let (input, parsed) = match line.content {
+            Ok(bytes) => {
+                let parsed = self.parser.parse(&bytes);
+                (Some(bytes), parsed)
+            }
+            Err(length) => (
+                None,
+                Err(format!(
+                    "the line is {length} bytes long, over the limit of {MAX_LINE_BYTES}"
+                )),
+            ),
+        };
+        let malformed = match parsed {
+            Ok(None) => return Ok(()),
+            Ok(Some(record)) => {
+                let size = record_size(&record);
+                if !self.records.is_empty() && self.bytes + size > self.batching.max_bytes {
+                    self.flush().await?;
+                }
+                self.bytes += size;
+                self.records.push(record);
+                None
+            }
+            Err(why) => Some(why),
+        };
+        self.counters
+            .read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.entries.push(Entry {
+            line: line.number,
+            input,
+            malformed,
+        });
+        if self.entries.len() >= self.batching.max_records || self.bytes >= self.batching.max_bytes
+        {
+            self.flush().await?;
+        } else if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.batching.linger);
+        }
+        Ok(())
+    }
+
+    /// Sends the batch being gathered, once a slot is free.
+    async fn flush(&mut self) -> Result<(), Broken> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let slot = tokio::select! {
+            biased;
+            () = self.broken.cancelled() => return Err(Broken),
+            slot = self.slots.clone().acquire_owned() => slot.map_err(|_| Broken)?,
+        };
+        let records = std::mem::take(&mut self.records);
+        let batch_id = (!records.is_empty()).then(|| {
+            self.last_batch_id += 1;
+            self.last_batch_id
+        });
+        let pending = Pending {
+            batch_id,
+            records: records.len(),
+            entries: std::mem::take(&mut self.entries),
+            _slot: slot,
+        };
+        self.bytes = 0;
+        self.deadline = None;
+        if let Err(mpsc::error::SendError(pending)) = self.pending.send(pending).await {
+            // Not sent: the lines go back, to be reported as not sent.
+            self.entries = pending.entries;
+            return Err(Broken);
+        }
+        if let Some(batch_id) = batch_id {
+            let request = ProduceRequest {
+                batch_id,
+                topic: self.topic.clone(),
+                records,
+            };
+            tokio::select! {
+                biased;
+                () = self.broken.cancelled() => return Err(Broken),
+                sent = self.requests.send(request) => sent.map_err(|_| Broken)?,
+            }
+        }
+        Ok(())
+    }
+}

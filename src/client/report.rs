@@ -1,0 +1,475 @@
+//! What `produce` tells its user: a progress line while it runs, one line
+//! per failed record (the first few), the failed records in full in
+//! `--failed-out`, and a summary at the end. All of it on stderr; stdout is
+//! left alone.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::proto::{ErrorCode, RecordError, RecordMetadata};
+
+/// The error code of an input line that is not a record. Client-side: such
+/// lines are never sent.
+pub const MALFORMED_INPUT: &str = "MALFORMED_INPUT";
+/// The error code of a record sent on a stream that broke before its ack:
+/// it may or may not be stored.
+pub const NOT_ACKNOWLEDGED: &str = "NOT_ACKNOWLEDGED";
+/// The error code of a record read but not sent because the stream broke
+/// first: it is not stored.
+pub const NOT_SENT: &str = "NOT_SENT";
+/// Failures printed one per line on stderr; the rest are only counted (and
+/// written to `--failed-out`), so a wrong `--format` on a big file does not
+/// flood the terminal.
+pub const SHOWN_FAILURES: u64 = 10;
+
+/// "1 record", "2 records".
+pub fn records(n: u64) -> String {
+    if n == 1 {
+        "1 record".into()
+    } else {
+        format!("{n} records")
+    }
+}
+
+/// Codes of records the stream broke under: the error that ends the
+/// command counts them, so they are not printed one by one.
+fn unconfirmed(code: &str) -> bool {
+    code == NOT_ACKNOWLEDGED || code == NOT_SENT
+}
+
+/// What the progress line reads while the stream runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read (malformed lines included, blank JSON lines not).
+    pub read: AtomicU64,
+    pub acked: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Counters {
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// stderr, shared by the progress line and everything else: on a terminal
+/// the progress line is redrawn in place and erased before any other line.
+#[derive(Debug)]
+pub struct Console {
+    tty: bool,
+    /// Whether a progress line is on screen (terminal only).
+    progress_shown: Mutex<bool>,
+}
+
+impl Console {
+    pub fn new(tty: bool) -> Self {
+        Self {
+            tty,
+            progress_shown: Mutex::new(false),
+        }
+    }
+
+    /// Prints a line, erasing the progress line first.
+    pub fn line(&self, text: &str) {
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut stderr = io::stderr().lock();
+        if *shown {
+            let _ = write!(stderr, "\r\x1b[2K");
+            *shown = false;
+        }
+        let _ = writeln!(stderr, "{text}");
+    }
+
+    /// Shows the progress: redrawn in place on a terminal, a line of its own
+    /// elsewhere.
+    pub fn progress(&self, text: &str) {
+        if !self.tty {
+            return self.line(text);
+        }
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut stderr = io::stderr().lock();
+        let _ = write!(stderr, "\r\x1b[2K{text}");
+        let _ = stderr.flush();
+        *shown = true;
+    }
+
+    /// Erases the progress line, if one is shown.
+    pub fn clear(&self) {
+        let mut shown = self
+            .progress_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *shown {
+            let _ = write!(io::stderr().lock(), "\r\x1b[2K");
+            *shown = false;
+        }
+    }
+}
+
+/// Redraws the progress line until dropped (abort the task running it):
+/// four times a second on a terminal, once a second elsewhere. The rate is
+/// of acked records over the last three seconds.
+pub async fn show_progress(console: Arc<Console>, counters: Arc<Counters>) {
+    let every = if console.tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(1)
+    };
+    let started = Instant::now();
+    let mut samples = VecDeque::from([(started, 0u64)]);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = Instant::now();
+        let acked = Counters::get(&counters.acked);
+        samples.push_back((now, acked));
+        while samples.len() > 2 && now - samples[0].0 > Duration::from_secs(3) {
+            samples.pop_front();
+        }
+        let (then, acked_then) = samples[0];
+        let rate = (acked - acked_then) as f64 / (now - then).as_secs_f64().max(0.001);
+        console.progress(&format!(
+            "{} read, {acked} acked, {} failed, {rate:.0} records/s, {:.0} s",
+            Counters::get(&counters.read),
+            Counters::get(&counters.failed),
+            (now - started).as_secs_f64(),
+        ));
+    }
+}
+
+/// A record, or a line, that was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The input line, from 1.
+    pub line: u64,
+    /// An `ERROR_CODE_*` name from the gateway, or one of this module's
+    /// client-side codes.
+    pub code: String,
+    pub message: String,
+    /// Whether sending the same record again can succeed.
+    pub retriable: bool,
+    /// The line as read, when it was kept.
+    pub input: Option<Bytes>,
+}
+
+impl Failure {
+    /// A record the gateway refused.
+    pub fn from_gateway(line: u64, error: &RecordError, input: Option<Bytes>) -> Self {
+        let code = ErrorCode::try_from(error.code).map_or_else(
+            |_| format!("ERROR_CODE_{}", error.code),
+            |c| c.as_str_name().to_owned(),
+        );
+        Self {
+            line,
+            code,
+            message: error.message.clone(),
+            retriable: error.retriable,
+            input,
+        }
+    }
+}
+
+/// One line of `--failed-out`.
+#[derive(Debug, Serialize)]
+struct FailedLine<'a> {
+    line: u64,
+    error_code: &'a str,
+    message: &'a str,
+    retriable: bool,
+    /// The input line, when it is UTF-8...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
+    /// ...else in base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_b64: Option<String>,
+}
+
+/// The `--failed-out` line of a failure.
+pub fn failed_line(failure: &Failure) -> String {
+    let (input, input_b64) = match &failure.input {
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(text), None),
+            Err(_) => (None, Some(BASE64.encode(bytes))),
+        },
+        None => (None, None),
+    };
+    serde_json::to_string(&FailedLine {
+        line: failure.line,
+        error_code: &failure.code,
+        message: &failure.message,
+        retriable: failure.retriable,
+        input,
+        input_b64,
+    })
+    .expect("a failure serializes")
+}
+
+/// Counts of what happened to the records read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub acked: u64,
+    pub failed: u64,
+    /// Acked records by topic and partition.
+    pub by_partition: BTreeMap<(String, i32), u64>,
+    /// Failed records by error code.
+    pub by_code: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// The end-of-run summary: totals and rate, acked records by partition,
+    /// failed ones by error code.
+    pub fn summary(&self, elapsed: Duration, failed_out: Option<&Path>) -> String {
+        let seconds = elapsed.as_secs_f64();
+        let rate = self.acked as f64 / seconds.max(0.001);
+        let mut out = format!(
+            "{}: {} acked, {} failed, in {seconds:.2} s ({rate:.0} records/s)",
+            records(self.acked + self.failed),
+            self.acked,
+            self.failed,
+        );
+        for ((topic, partition), count) in &self.by_partition {
+            out.push_str(&format!("\n  {topic} partition {partition}: {count} acked"));
+        }
+        for (code, count) in &self.by_code {
+            out.push_str(&format!("\n  {code}: {count} failed"));
+        }
+        if let (Some(path), true) = (failed_out, self.failed > 0) {
+            out.push_str(&format!(
+                "\nfailed records, with their line numbers and errors: {}",
+                path.display()
+            ));
+        }
+        out
+    }
+}
+
+/// `--failed-out`, once opened.
+#[derive(Debug)]
+pub struct FailedOut {
+    path: PathBuf,
+    writer: BufWriter<File>,
+    /// The first write error; nothing more is written after one.
+    error: Option<io::Error>,
+}
+
+impl FailedOut {
+    /// Creates (or truncates) the file.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            writer: BufWriter::new(File::create(path)?),
+            error: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, failure: &Failure) {
+        if self.error.is_none()
+            && let Err(err) = writeln!(self.writer, "{}", failed_line(failure))
+        {
+            self.error = Some(err);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(err) = self.writer.flush()
+        {
+            self.error = Some(err);
+        }
+    }
+}
+
+/// Takes every outcome, in input order: counts it, shows it, writes it out.
+#[derive(Debug)]
+pub struct Reporter {
+    tally: Tally,
+    counters: Arc<Counters>,
+    console: Arc<Console>,
+    failed_out: Option<FailedOut>,
+    /// Print failures on stderr (not under `--quiet`).
+    show_failures: bool,
+    /// Failures printed so far.
+    shown: u64,
+}
+
+impl Reporter {
+    pub fn new(
+        counters: Arc<Counters>,
+        console: Arc<Console>,
+        failed_out: Option<FailedOut>,
+        show_failures: bool,
+    ) -> Self {
+        Self {
+            tally: Tally::default(),
+            counters,
+            console,
+            failed_out,
+            show_failures,
+            shown: 0,
+        }
+    }
+
+    pub fn acked(&mut self, meta: &RecordMetadata) {
+        self.tally.acked += 1;
+        *self
+            .tally
+            .by_partition
+            .entry((meta.topic.clone(), meta.partition))
+            .or_default() += 1;
+        Counters::add(&self.counters.acked);
+    }
+
+    pub fn failed(&mut self, failure: Failure) {
+        self.tally.failed += 1;
+        *self.tally.by_code.entry(failure.code.clone()).or_default() += 1;
+        Counters::add(&self.counters.failed);
+        if self.show_failures && !unconfirmed(&failure.code) {
+            self.shown += 1;
+            if self.shown <= SHOWN_FAILURES {
+                self.console.line(&format!(
+                    "line {}: {}: {}",
+                    failure.line, failure.code, failure.message
+                ));
+            } else if self.shown == SHOWN_FAILURES + 1 {
+                self.console.line(&format!(
+                    "(further failures are not shown; the summary counts them{})",
+                    if self.failed_out.is_some() {
+                        " and --failed-out lists them"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if let Some(out) = &mut self.failed_out {
+            out.write(&failure);
+        }
+    }
+
+    /// Writes out what is buffered, so `--failed-out` can be followed while
+    /// the command runs.
+    pub fn flush(&mut self) {
+        if let Some(out) = &mut self.failed_out {
+            out.flush();
+        }
+    }
+
+    /// The counts, the `--failed-out` path, and the error that stopped
+    /// writing to it, if one did.
+    pub fn finish(mut self) -> (Tally, Option<PathBuf>, Option<io::Error>) {
+        self.flush();
+        match self.failed_out {
+            Some(out) => (self.tally, Some(out.path), out.error),
+            None => (self.tally, None, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_lines_carry_the_input_as_text_or_base64() {
+        let failure = Failure {
+            line: 7,
+            code: "ERROR_CODE_UNKNOWN_PARTITION".into(),
+            message: "Broker: Unknown partition".into(),
+            retriable: false,
+            input: Some(Bytes::from_static(br#"{"value":"v","partition":99}"#)),
+        };
+        assert_eq!(
+            failed_line(&failure),
+            r#"{"line":7,"error_code":"ERROR_CODE_UNKNOWN_PARTITION","message":"Broker: Unknown partition","retriable":false,"input":"{\"value\":\"v\",\"partition\":99}"}"#
+        );
+        let binary = Failure {
+            input: Some(Bytes::from_static(b"\xff\x00")),
+            ..failure.clone()
+        };
+        assert!(failed_line(&binary).ends_with(r#""retriable":false,"input_b64":"/wA="}"#));
+        let none = Failure {
+            input: None,
+            ..failure
+        };
+        assert!(failed_line(&none).ends_with(r#""retriable":false}"#));
+    }
+
+    #[test]
+    fn gateway_errors_are_named_by_their_proto_name() {
+        let error = RecordError {
+            code: ErrorCode::UnknownPartition as i32,
+            message: "m".into(),
+            retriable: false,
+        };
+        let failure = Failure::from_gateway(3, &error, None);
+        assert_eq!(failure.code, "ERROR_CODE_UNKNOWN_PARTITION");
+        let unknown = RecordError { code: 99, ..error };
+        assert_eq!(
+            Failure::from_gateway(3, &unknown, None).code,
+            "ERROR_CODE_99"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_by_partition_and_by_code() {
+        let counters = Arc::new(Counters::default());
+        let mut reporter =
+            Reporter::new(counters.clone(), Arc::new(Console::new(false)), None, false);
+        for partition in [0, 4, 0] {
+            reporter.acked(&RecordMetadata {
+                topic: "orders".into(),
+                partition,
+                offset: 0,
+                timestamp_ms: -1,
+            });
+        }
+        reporter.failed(Failure {
+            line: 2,
+            code: MALFORMED_INPUT.into(),
+            message: "not valid JSON".into(),
+            retriable: false,
+            input: None,
+        });
+        let (tally, path, error) = reporter.finish();
+        assert!(path.is_none() && error.is_none());
+        assert_eq!(Counters::get(&counters.acked), 3);
+        assert_eq!(Counters::get(&counters.failed), 1);
+        assert_eq!(
+            tally.summary(Duration::from_secs(2), Some(Path::new("failed.ndjson"))),
+            "4 records: 3 acked, 1 failed, in 2.00 s (2 records/s)\n  \
+             orders partition 0: 2 acked\n  \
+             orders partition 4: 1 acked\n  \
+             MALFORMED_INPUT: 1 failed\n\
+             failed records, with their line numbers and errors: failed.ndjson"
+        );
+        let clean = Tally::default().summary(Duration::ZERO, Some(Path::new("f")));
+        assert_eq!(
+            clean,
+            "0 records: 0 acked, 0 failed, in 0.00 s (0 records/s)"
+        );
+    }
+}

@@ -1,0 +1,762 @@
+//! `kafka-gateway produce` as a user runs it: the real binary reads stdin
+//! and produces through a gateway in this process; the records are read
+//! back from the broker and compared with the input, line by line.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::binary::BIN;
+use common::*;
+use kafka_gateway::proto::producer_server::{Producer, ProducerServer};
+use kafka_gateway::proto::{ProduceRequest, ProduceResponse, RecordMetadata, RecordResult};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// `kafka-gateway produce ARGS` in an environment cleared of the gateway's
+/// variables, with `envs` added.
+fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.arg("produce").args(args).env_remove("RUST_LOG");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KAFKA_GATEWAY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// What a finished run left behind.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `produce ARGS` with `input` on stdin until it exits (at most a
+/// minute).
+async fn produce_with(args: &[&str], envs: &[(&str, &str)], input: Vec<u8>) -> Run {
+    let mut child = command(args, envs).spawn().expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    // A thread of its own, so a large input cannot block on a full pipe.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    wait(child).await
+}
+
+/// Waits up to a minute for `produce` to exit.
+async fn wait(child: Child) -> Run {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("produce exits within a minute")
+    .unwrap()
+    .unwrap();
+    finished(output)
+}
+
+async fn produce(args: &[&str], input: impl Into<Vec<u8>>) -> Run {
+    produce_with(args, &[], input.into()).await
+}
+
+fn finished(output: Output) -> Run {
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!("produce exited {:?}; stderr:\n{}", run.code, run.stderr);
+    run
+}
+
+/// A path in the temporary directory no other test uses; the file is
+/// removed when this is dropped.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(rand_topic(name)))
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The lines of a --failed-out file, parsed.
+fn failed_out(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("--failed-out exists")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
+fn bytes(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_lines_are_stored_in_input_order() {
+    let gateway = start_gateway(&[]).await;
+    let topic = rand_topic("cli-text");
+    let failed = TempPath::new("cli-text-failed");
+    let mut lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("value-{i:04}").into_bytes())
+        .collect();
+    // An empty line, a CRLF line end and bytes that are not UTF-8 are
+    // records too.
+    lines[10] = Vec::new();
+    lines[11] = b"windows\r".to_vec();
+    lines[12] = b"\xff\xfe binary \x00".to_vec();
+    let mut input = lines.join(&b'\n');
+    input.push(b'\n');
+
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "--topic",
+            &topic,
+            "--batch-records",
+            "64",
+            "--max-in-flight-batches",
+            "2",
+            "--failed-out",
+            failed.as_str(),
+        ],
+        input,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "every record acked exits 0");
+    assert!(
+        run.stdout.is_empty(),
+        "stdout is left alone: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("1000 records: 1000 acked, 0 failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(failed_out(&failed.0).is_empty(), "nothing failed");
+
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 1000).await;
+    assert_eq!(consumed.len(), 1000);
+    lines[11] = b"windows".to_vec();
+    let position = |value: &[u8]| lines.iter().position(|line| line == value);
+    let mut seen = vec![false; lines.len()];
+    for partition in 0..PARTITIONS {
+        let stored: Vec<usize> = consumed
+            .iter()
+            .filter(|c| c.partition == partition)
+            .map(|c| {
+                assert_eq!(c.key, None, "a plain line has no key");
+                position(c.value.as_deref().unwrap()).expect("a stored value was an input line")
+            })
+            .collect();
+        assert!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} keeps input order: {stored:?}"
+        );
+        for index in &stored {
+            seen[*index] = true;
+        }
+        // The summary's count per partition is what the partition holds.
+        if !stored.is_empty() {
+            let line = format!("{topic} partition {partition}: {} acked", stored.len());
+            assert!(run.stderr.contains(&line), "{line} in {}", run.stderr);
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every line was stored once");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_delimiter_splits_each_line_at_its_first_occurrence() {
+    let gateway = start_gateway(&[]).await;
+    let topic = rand_topic("cli-keys");
+    let target = gateway.addr.to_string();
+    // Everything from the environment this time; `\t` is a tab.
+    let run = produce_with(
+        &[],
+        &[
+            ("KAFKA_GATEWAY_TARGET", &target),
+            ("KAFKA_GATEWAY_TOPIC", &topic),
+            ("KAFKA_GATEWAY_KEY_DELIMITER", "\\t"),
+        ],
+        b"user-1\t{\"n\": 1}\nuser-2\ta\tb\n\tempty key\nno delimiter\nuser-1\t{\"n\": 2}\n"
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.stderr.contains("5 records: 5 acked"), "{}", run.stderr);
+
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 5).await;
+    let mut pairs: Vec<_> = consumed
+        .iter()
+        .map(|c| (c.key.clone(), c.value.clone()))
+        .collect();
+    pairs.sort();
+    let mut expected = vec![
+        (bytes("user-1"), bytes("{\"n\": 1}")),
+        (bytes("user-2"), bytes("a\tb")),
+        (bytes(""), bytes("empty key")),
+        (None, bytes("no delimiter")),
+        (bytes("user-1"), bytes("{\"n\": 2}")),
+    ];
+    expected.sort();
+    assert_eq!(pairs, expected);
+    // One key, one partition, input order.
+    let user_1: Vec<_> = consumed
+        .iter()
+        .filter(|c| c.key == bytes("user-1"))
+        .collect();
+    assert_eq!(user_1[0].partition, user_1[1].partition);
+    assert_eq!(user_1[0].value, bytes("{\"n\": 1}"));
+    assert_eq!(user_1[1].value, bytes("{\"n\": 2}"));
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_carry_headers_partitions_timestamps_and_topics() {
+    let gateway = start_gateway(&[]).await;
+    let topic = rand_topic("cli-json");
+    let other = rand_topic("cli-json-other");
+    let input = format!(
+        r#"{{"key":"k1","value":"v1","headers":[{{"key":"h","value":"1"}},{{"key":"h","value":"2"}}],"partition":3,"timestamp_ms":1700000000000}}
+{{"key":"k2","value":null,"partition":3}}
+{{"value":"v3","headers":{{"z":"last","a":"first"}},"partition":3}}
+
+{{"key_b64":"AP8=","value_b64":"/w==","headers":[{{"key":"bin","value_b64":"AQI="}}],"partition":3}}
+{{"value":"elsewhere","topic":"{other}","partition":1}}
+"#
+    );
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &["--target", &target, "-t", &topic, "--format", "json"],
+        input,
+    )
+    .await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.stderr.contains("5 records: 5 acked"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{topic} partition 3: 4 acked")),
+        "{}",
+        run.stderr
+    );
+
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 4).await;
+    assert_eq!(consumed.len(), 4);
+    assert!(consumed.iter().all(|c| c.partition == 3));
+    let header = |k: &str, v: &[u8]| (k.to_owned(), v.to_vec());
+    assert_eq!(consumed[0].key, bytes("k1"));
+    assert_eq!(consumed[0].value, bytes("v1"));
+    assert_eq!(
+        consumed[0].headers,
+        [header("h", b"1"), header("h", b"2")],
+        "duplicates kept, in order"
+    );
+    assert_eq!(consumed[0].timestamp_ms, Some(1_700_000_000_000));
+    assert_eq!(consumed[1].key, bytes("k2"));
+    assert_eq!(consumed[1].value, None, "null is a tombstone");
+    assert_eq!(consumed[2].key, None);
+    assert_eq!(
+        consumed[2].headers,
+        [header("z", b"last"), header("a", b"first")],
+        "a header object keeps its order"
+    );
+    assert_eq!(consumed[3].key, Some(vec![0x00, 0xff]));
+    assert_eq!(consumed[3].value, Some(vec![0xff]));
+    assert_eq!(consumed[3].headers, [header("bin", &[1, 2])]);
+
+    let elsewhere = consume(gateway.bootstrap_servers(), &other, 1).await;
+    assert_eq!(elsewhere.len(), 1);
+    assert_eq!(elsewhere[0].partition, 1);
+    assert_eq!(elsewhere[0].value, bytes("elsewhere"));
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_records_exit_1_and_are_listed_in_failed_out() {
+    let gateway = start_gateway(&[]).await;
+    let topic = rand_topic("cli-failed");
+    let failed = TempPath::new("cli-failed-out");
+    let lines = [
+        r#"{"value":"good 1"}"#,
+        r#"{"value":"no such partition","partition":99}"#,
+        r#"{"value": oops}"#,
+        r#"{"vaule":"typo"}"#,
+        r#"{"value":"good 2"}"#,
+        r#"{"value":"negative","partition":-1}"#,
+    ];
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "-t",
+            &topic,
+            "-f",
+            "json",
+            "--failed-out",
+            failed.as_str(),
+        ],
+        lines.join("\n"),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "a failed record exits 1");
+    for needle in [
+        "line 2: ERROR_CODE_UNKNOWN_PARTITION",
+        "line 3: MALFORMED_INPUT: not valid JSON",
+        "line 4: MALFORMED_INPUT: not a valid record: unknown field `vaule`",
+        "line 6: ERROR_CODE_INVALID_RECORD",
+        "6 records: 2 acked, 4 failed",
+        "ERROR_CODE_UNKNOWN_PARTITION: 1 failed",
+        "MALFORMED_INPUT: 2 failed",
+        failed.as_str(),
+    ] {
+        assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
+    }
+
+    let listed = failed_out(&failed.0);
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|f| {
+            (
+                f["line"].as_u64().unwrap(),
+                f["error_code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (2, "ERROR_CODE_UNKNOWN_PARTITION"),
+            (3, "MALFORMED_INPUT"),
+            (4, "MALFORMED_INPUT"),
+            (6, "ERROR_CODE_INVALID_RECORD"),
+        ]
+    );
+    for failure in &listed {
+        let line = failure["line"].as_u64().unwrap() as usize;
+        assert_eq!(failure["input"], lines[line - 1], "the input line, as read");
+        assert_eq!(failure["retriable"], false);
+        assert!(!failure["message"].as_str().unwrap().is_empty());
+    }
+    assert!(
+        listed[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("_UNKNOWN_PARTITION")
+    );
+
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 2).await;
+    let values: Vec<_> = consumed.iter().map(|c| c.value.clone()).collect();
+    assert_eq!(values.len(), 2, "only the good records were stored");
+    assert!(values.contains(&bytes("good 1")) && values.contains(&bytes("good 2")));
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_exits_69_naming_the_fix() {
+    // A port nothing listens on.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let target = format!("127.0.0.1:{port}");
+    let run = produce(&["--target", &target, "-t", "orders"], "a\n").await;
+    assert_eq!(run.code, Some(69));
+    for needle in [
+        &format!("cannot reach the gateway at http://{target}"),
+        "Connection refused",
+        "--target",
+        "KAFKA_GATEWAY_TARGET",
+    ] {
+        assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_exits_69_and_lists_what_was_not_acknowledged() {
+    // The gateway refuses batches of over 10 records and ends the stream.
+    let gateway = start_gateway(&["--max-batch-records", "10"]).await;
+    let topic = rand_topic("cli-broken");
+    let failed = TempPath::new("cli-broken-failed");
+    let input: String = (1..=25).map(|i| format!("{i}\n")).collect();
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "-t",
+            &topic,
+            "--batch-records",
+            "20",
+            "--failed-out",
+            failed.as_str(),
+        ],
+        input,
+    )
+    .await;
+    assert_eq!(run.code, Some(69), "a broken stream exits 69");
+    for needle in [
+        "error: the stream to the gateway",
+        "ResourceExhausted",
+        "over the gateway's limit of 10",
+        "lower --batch-records",
+        "may or may not be stored",
+        failed.as_str(),
+    ] {
+        assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
+    }
+    // Every line read is listed, in order: the refused batch as not
+    // acknowledged, and whatever was read after it.
+    let last_line: u64 = run
+        .stderr
+        .split("broke after line ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the error names the last line read");
+    assert!(last_line >= 20, "the first batch was read whole");
+    let listed = failed_out(&failed.0);
+    let numbers: Vec<u64> = listed.iter().map(|f| f["line"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=last_line).collect::<Vec<_>>());
+    for failure in &listed[..20] {
+        assert_eq!(failure["error_code"], "NOT_ACKNOWLEDGED");
+        assert_eq!(failure["retriable"], true);
+    }
+    for failure in &listed[20..] {
+        let code = failure["error_code"].as_str().unwrap();
+        assert!(code == "NOT_ACKNOWLEDGED" || code == "NOT_SENT", "{code}");
+    }
+    gateway.stop().await.unwrap();
+}
+
+/// Waits until the gateway's metrics count `count` records stored in
+/// `topic`.
+async fn stored(gateway: &TestGateway, topic: &str, count: u64) {
+    let series = format!(r#"kafka_gateway_records_total{{topic="{topic}",result="ok"}}"#);
+    eventually(&format!("{count} records stored in {topic}"), || async {
+        let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+        (sample(&text, &series) == Some(count as f64)).then_some(())
+    })
+    .await;
+}
+
+/// Writes `text` to the child's stdin, which stays open.
+fn type_lines(child: &mut Child, text: &str) {
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_lines_are_acked_at_once_and_ctrl_c_finishes_cleanly() {
+    let gateway = start_gateway(&[]).await;
+    let topic = rand_topic("cli-typed");
+    let target = gateway.addr.to_string();
+    let mut child = command(&["--target", &target, "-t", &topic, "--progress"], &[])
+        .spawn()
+        .unwrap();
+    type_lines(&mut child, "first\nsecond\n");
+
+    // Stored while stdin is still open: the linger sent the partial batch.
+    stored(&gateway, &topic, 2).await;
+    type_lines(&mut child, "third\n");
+    stored(&gateway, &topic, 3).await;
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 3).await;
+    let mut values: Vec<_> = consumed.iter().map(|c| c.value.clone()).collect();
+    values.sort();
+    assert_eq!(values, [bytes("first"), bytes("second"), bytes("third")]);
+    // Long enough for a progress line (once a second off a terminal).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = wait(child).await;
+    assert_eq!(run.code, Some(130), "Ctrl-C exits 130");
+    for needle in [
+        "3 read, 3 acked, 0 failed",
+        "records/s",
+        "3 records: 3 acked, 0 failed",
+        "interrupted: stopped reading after line 3",
+    ] {
+        assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
+    }
+    gateway.stop().await.unwrap();
+}
+
+/// A gateway that records the batches it is sent and answers only when told
+/// to.
+struct Silent {
+    seen: mpsc::UnboundedSender<ProduceRequest>,
+    answers: std::sync::Mutex<Option<mpsc::Receiver<Result<ProduceResponse, Status>>>>,
+}
+
+#[tonic::async_trait]
+impl Producer for Silent {
+    type ProduceStream = ReceiverStream<Result<ProduceResponse, Status>>;
+
+    async fn produce(
+        &self,
+        request: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStream>, Status> {
+        let mut inbound = request.into_inner();
+        let seen = self.seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                let _ = seen.send(batch);
+            }
+        });
+        let answers = self.answers.lock().unwrap().take().expect("one stream");
+        Ok(Response::new(ReceiverStream::new(answers)))
+    }
+
+    async fn produce_batch(
+        &self,
+        _: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_batches_are_bounded_and_reading_waits_for_acks() {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (answer, answers) = mpsc::channel(16);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ProducerServer::new(Silent {
+                seen: seen_tx,
+                answers: std::sync::Mutex::new(Some(answers)),
+            }))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let target = addr.to_string();
+    let mut child = command(
+        &[
+            "--target",
+            &target,
+            "-t",
+            "orders",
+            "--batch-records",
+            "10",
+            "--max-in-flight-batches",
+            "3",
+        ],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    // Far more input than three batches; the writer blocks on the pipe.
+    let mut stdin = child.stdin.take().unwrap();
+    let lines_written = std::sync::Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let lines_written = lines_written.clone();
+        move || {
+            for i in 0..1_000_000 {
+                if writeln!(stdin, "{i}").is_err() {
+                    return;
+                }
+                lines_written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    let next = |seen: &mut mpsc::UnboundedReceiver<ProduceRequest>| seen.try_recv().ok();
+    let mut batches = Vec::new();
+    while batches.len() < 3 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), seen.recv())
+            .await
+            .expect("three batches arrive")
+            .unwrap();
+        batches.push(batch);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        next(&mut seen).is_none(),
+        "no fourth batch while three are unanswered"
+    );
+    let ids: Vec<u64> = batches.iter().map(|b| b.batch_id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(batches.iter().all(|b| b.records.len() == 10));
+    let values: Vec<&[u8]> = batches
+        .iter()
+        .flat_map(|b| &b.records)
+        .map(|r| r.value.as_deref().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+    assert_eq!(
+        values,
+        expected.iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
+        "batches hold the lines in order"
+    );
+    let written = lines_written.load(Ordering::Relaxed);
+    assert!(
+        written < 1_000_000,
+        "the producer stopped reading its input ({written} lines written)"
+    );
+
+    // One answer frees one slot: exactly one more batch goes.
+    let ack = |batch_id: u64| ProduceResponse {
+        batch_id,
+        results: (0..10)
+            .map(|offset| RecordResult {
+                result: Some(kafka_gateway::proto::record_result::Result::Ok(
+                    RecordMetadata {
+                        topic: "orders".into(),
+                        partition: 0,
+                        offset,
+                        timestamp_ms: -1,
+                    },
+                )),
+            })
+            .collect(),
+    };
+    answer.send(Ok(ack(1))).await.unwrap();
+    let fourth = tokio::time::timeout(Duration::from_secs(30), seen.recv())
+        .await
+        .expect("a fourth batch once the first is answered")
+        .unwrap();
+    assert_eq!(fourth.batch_id, 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(next(&mut seen).is_none(), "still at most three unanswered");
+
+    // The gateway goes away: the stream broke, exit 69.
+    answer
+        .send(Err(Status::unavailable("going away")))
+        .await
+        .unwrap();
+    let run = wait(child).await;
+    assert_eq!(run.code, Some(69));
+    assert!(
+        run.stderr.contains("Unavailable: going away"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("10 acked"),
+        "the answered batch counts: {}",
+        run.stderr
+    );
+    // The writer's pipe is closed now: it stops.
+    writer.join().unwrap();
+    server.abort();
+}
+
+#[test]
+fn help_answers_the_usual_questions() {
+    let output = Command::new(BIN)
+        .args(["produce", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "--target",
+        "KAFKA_GATEWAY_TARGET",
+        "127.0.0.1:50051",
+        "--topic",
+        "KAFKA_GATEWAY_TOPIC",
+        "-K, --key-delimiter",
+        "--format",
+        "\"headers\"",
+        "value_b64",
+        "tombstone",
+        "--batch-records",
+        "[default: 500]",
+        "--batch-bytes",
+        "--batch-linger-ms",
+        "--max-in-flight-batches",
+        "--failed-out",
+        "--progress",
+        "--quiet",
+        "MALFORMED_INPUT",
+        "Exit status",
+        "69",
+        "130",
+        "Examples",
+    ] {
+        assert!(
+            help.contains(needle),
+            "produce --help lacks {needle}:\n{help}"
+        );
+    }
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("produce"), "{help}");
+    assert!(help.contains("serve"), "{help}");
+}
+
+#[tokio::test]
+async fn bad_usage_exits_64_before_connecting() {
+    // Nothing listens here; usage errors come first anyway.
+    let target = "127.0.0.1:9";
+    for (args, needle) in [
+        (vec!["--target", target], "--topic"),
+        (vec!["--target", target, "-t", "no spaces"], "' '"),
+        (vec!["--target", "https://gw:443", "-t", "t"], "https"),
+        (
+            vec!["--target", target, "-t", "t", "-f", "json", "-K", ":"],
+            "--format text",
+        ),
+        (
+            vec!["--target", target, "-t", "t", "--batch-records", "0"],
+            "--batch-records",
+        ),
+        (vec!["--target", target, "-t", "t", "-f", "xml"], "xml"),
+    ] {
+        let run = produce(&args, "").await;
+        assert_eq!(run.code, Some(64), "{args:?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+    }
+    let run = produce(
+        &[
+            "--target",
+            target,
+            "-t",
+            "t",
+            "--failed-out",
+            "/nonexistent/dir/failed.ndjson",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(run.code, Some(73));
+    assert!(
+        run.stderr.contains("cannot create --failed-out"),
+        "{}",
+        run.stderr
+    );
+}
