@@ -119,7 +119,7 @@ fn bytes(s: &str) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_lines_are_stored_in_input_order() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("cli-text");
+    let topic = gateway.topic("cli-text").await;
     let failed = TempPath::new("cli-text-failed");
     let mut lines: Vec<Vec<u8>> = (0..1000)
         .map(|i| format!("value-{i:04}").into_bytes())
@@ -196,7 +196,7 @@ async fn text_lines_are_stored_in_input_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_delimiter_splits_each_line_at_its_first_occurrence() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("cli-keys");
+    let topic = gateway.topic("cli-keys").await;
     let target = gateway.addr.to_string();
     // Everything from the environment this time; `\t` is a tab.
     let run = produce_with(
@@ -242,8 +242,8 @@ async fn key_delimiter_splits_each_line_at_its_first_occurrence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_records_carry_headers_partitions_timestamps_and_topics() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("cli-json");
-    let other = rand_topic("cli-json-other");
+    let topic = gateway.topic("cli-json").await;
+    let other = gateway.topic("cli-json-other").await;
     let input = format!(
         r#"{{"key":"k1","value":"v1","headers":[{{"key":"h","value":"1"}},{{"key":"h","value":"2"}}],"partition":3,"timestamp_ms":1700000000000}}
 {{"key":"k2","value":null,"partition":3}}
@@ -302,7 +302,7 @@ async fn json_records_carry_headers_partitions_timestamps_and_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_records_exit_1_and_are_listed_in_failed_out() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("cli-failed");
+    let topic = gateway.topic("cli-failed").await;
     let failed = TempPath::new("cli-failed-out");
     let lines = [
         r#"{"value":"good 1"}"#,
@@ -404,7 +404,7 @@ async fn an_unreachable_gateway_exits_69_naming_the_fix() {
 async fn a_broken_stream_exits_69_and_lists_what_was_not_acknowledged() {
     // The gateway refuses batches of over 10 records and ends the stream.
     let gateway = start_gateway(&["--max-batch-records", "10"]).await;
-    let topic = rand_topic("cli-broken");
+    let topic = gateway.topic("cli-broken").await;
     let failed = TempPath::new("cli-broken-failed");
     let input: String = (1..=25).map(|i| format!("{i}\n")).collect();
     let target = gateway.addr.to_string();
@@ -478,7 +478,7 @@ fn type_lines(child: &mut Child, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_lines_are_acked_at_once_and_ctrl_c_finishes_cleanly() {
     let gateway = start_gateway(&[]).await;
-    let topic = rand_topic("cli-typed");
+    let topic = gateway.topic("cli-typed").await;
     let target = gateway.addr.to_string();
     let mut child = command(&["--target", &target, "-t", &topic, "--progress"], &[])
         .spawn()
