@@ -44,7 +44,11 @@ async fn metrics_count_records_by_topic_and_result() {
     .await;
     assert_eq!(responses.len(), 2, "{responses:?}");
     let first = responses[0].as_ref().unwrap();
-    assert_error(&first.results[20], ErrorCode::UnknownPartition, "partition");
+    assert_error(
+        &first.results[20],
+        ErrorCode::UnknownPartition,
+        &format!("topic {topic:?} has no partition 99"),
+    );
     assert_error(&first.results[21], ErrorCode::InvalidRecord, "topic");
 
     let ok = format!(r#"kafka_gateway_records_total{{topic="{topic}",result="ok"}}"#);

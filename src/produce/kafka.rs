@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
@@ -145,7 +145,11 @@ impl Sender for KafkaSender {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(TrySendError::QueueFull(Box::new(record)))
             }
-            Err((err, _)) => Err(TrySendError::Rejected(record_error_from_kafka(&err))),
+            Err((err, _)) => Err(TrySendError::Rejected(kafka_record_error(
+                &err,
+                &record.topic,
+                record.partition.unwrap_or(-1),
+            ))),
         }
     }
 
@@ -223,6 +227,23 @@ fn from_delivery(result: OwnedDeliveryResult) -> DeliveryResult {
             offset: delivery.offset,
             timestamp_ms: delivery.timestamp.to_millis().unwrap_or(-1),
         }),
-        Err((err, _message)) => Err(record_error_from_kafka(&err)),
+        Err((err, message)) => Err(kafka_record_error(
+            &err,
+            message.topic(),
+            message.partition(),
+        )),
     }
+}
+
+/// A record's error from librdkafka's, naming the partition when the
+/// record asked for one that does not exist.
+fn kafka_record_error(err: &KafkaError, topic: &str, partition: i32) -> proto::RecordError {
+    let mut error = record_error_from_kafka(err);
+    if partition >= 0 && err.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) {
+        error.message = format!(
+            "topic {topic:?} has no partition {partition}: {}",
+            error.message
+        );
+    }
+    error
 }
