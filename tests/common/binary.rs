@@ -23,6 +23,16 @@ pub struct Served {
     pub lines: mpsc::Receiver<String>,
 }
 
+/// A test that fails midway must not leave the gateway running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The value after `key=` on a log line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
