@@ -18,10 +18,12 @@
 //!
 //! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
 //! [`health`], and [`admin`], the HTTP listener serving the last two.
+//! Measuring it: [`bench`], the `kafka-gateway bench` subcommand.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod embedded;
 pub mod error;

@@ -25,6 +25,9 @@ enum Command {
     /// Serve the kafka_gateway.v1.Producer gRPC service. Without
     /// --bootstrap-servers, starts an embedded in-memory Kafka broker.
     Serve(Config),
+    /// Benchmark the gateway against an in-process producer and the usual
+    /// FutureProducer::send patterns, on one broker.
+    Bench(kafka_gateway::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Bench(args) => runtime.block_on(kafka_gateway::bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
