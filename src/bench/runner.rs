@@ -140,16 +140,17 @@ impl Bench<'_> {
     ) -> Result<(), Error> {
         let workload = self.workload(strategy, streams, rate);
         let ours = !(strategy == Strategy::Gateway && self.gateway_elsewhere);
-        if ours {
-            self.kafka
-                .create_topic(&workload.topic, self.args.partitions)
-                .await
-                .map_err(failure)?;
+        let topics = [
+            (&workload.topic, self.args.partitions),
+            (&workload.warmup_topic, 1),
+        ];
+        for (topic, partitions) in topics.into_iter().filter(|_| ours) {
+            // A broker that refuses CreateTopics may still create topics on
+            // first use, with its own partition count: go on, and say so.
+            if let Err(err) = self.kafka.create_topic(topic, partitions).await {
+                eprintln!("warning: {err}; relying on the broker to create it on first use");
+            }
         }
-        self.kafka
-            .create_topic(&workload.warmup_topic, 1)
-            .await
-            .map_err(failure)?;
         let label = match group {
             Group::Main => strategy.name().to_owned(),
             Group::LatencyAtLoad => format!("{} @{}/s", strategy.name(), si(rate.unwrap_or(0.0))),
