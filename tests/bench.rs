@@ -143,3 +143,28 @@ fn bad_arguments_exit_with_usage() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("seed-futures-ordered"));
 }
+
+#[test]
+fn a_gateway_process_reports_its_own_peak_rss() {
+    let json = std::env::temp_dir().join(format!(
+        "kafka-gateway-bench-process-{}.json",
+        std::process::id()
+    ));
+    let output = Command::new(BIN)
+        .args(["bench", "--strategies", "gateway", "--gateway-process"])
+        .args(["--records", "1000", "--no-latency-at-load", "--json"])
+        .arg(&json)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(count(run, "records_ok"), 1_000);
+    assert_eq!(count(run, "stored_order_violations"), 0);
+    assert!(run["gateway_peak_rss_mib"].as_f64().unwrap() > 0.0, "{run}");
+    std::fs::remove_file(&json).unwrap();
+}

@@ -65,6 +65,9 @@ pub struct Measured {
     pub ack_violations: u64,
     /// The child's peak resident set size (VmHWM).
     pub peak_rss_bytes: Option<u64>,
+    /// The peak RSS of the gateway process, with `--gateway-process`.
+    #[serde(default)]
+    pub gateway_peak_rss_bytes: Option<u64>,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
 }

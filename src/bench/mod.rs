@@ -175,6 +175,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
 
+    /// Run the in-process `gateway` as a process of its own instead
+    /// (`kafka-gateway serve`), and report its own peak RSS apart from the
+    /// client's.
+    #[arg(long, conflicts_with = "target")]
+    pub gateway_process: bool,
+
     /// HTTP/2 connections the gRPC streams share. Default: one per 100
     /// streams.
     #[arg(long, value_parser = positive)]

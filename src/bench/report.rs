@@ -44,8 +44,11 @@ pub struct RunReport {
     /// Acknowledged payload (key and value) in 10^6 bytes per second.
     pub mb_per_sec: f64,
     pub latency_ms: Latency,
-    /// The child process's peak RSS, in MiB.
+    /// The child process's peak RSS, in MiB: for `gateway`, the client
+    /// and (unless `--target` or `--gateway-process`) the gateway.
     pub peak_rss_mib: Option<f64>,
+    /// The gateway process's own peak RSS, with `--gateway-process`.
+    pub gateway_peak_rss_mib: Option<f64>,
     /// Records acked at an offset below an earlier record of the same
     /// stream and partition.
     pub ack_order_violations: u64,
@@ -82,7 +85,8 @@ impl RunReport {
             records_per_sec,
             mb_per_sec: records_per_sec * workload.record_size() as f64 / 1e6,
             latency_ms: measured.latency_ms,
-            peak_rss_mib: measured.peak_rss_bytes.map(|b| b as f64 / (1 << 20) as f64),
+            peak_rss_mib: measured.peak_rss_bytes.map(mib),
+            gateway_peak_rss_mib: measured.gateway_peak_rss_bytes.map(mib),
             ack_order_violations: measured.ack_violations,
             stored_order_violations: stored.as_ref().map(|s| s.violations),
             stored,
@@ -224,7 +228,7 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:>7} {:>9} {:>7} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>13} {:>7}",
+        "{:<26} {:>7} {:>9} {:>7} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>13} {:>7}",
         "strategy",
         "streams",
         "records",
@@ -235,6 +239,7 @@ pub fn table(report: &Report) -> String {
         "p99 ms",
         "p99.9 ms",
         "RSS MiB",
+        "gw MiB",
         "order ack/st",
         "errors"
     );
@@ -244,7 +249,7 @@ pub fn table(report: &Report) -> String {
             .map_or("-".to_owned(), |v| v.to_string());
         let _ = writeln!(
             out,
-            "{:<26} {:>7} {:>9} {:>7.2} {:>10} {:>7.1} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>13} {:>7}",
+            "{:<26} {:>7} {:>9} {:>7.2} {:>10} {:>7.1} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>7} {:>13} {:>7}",
             format!(
                 "{}{}",
                 run.label(),
@@ -259,6 +264,8 @@ pub fn table(report: &Report) -> String {
             run.latency_ms.p99,
             run.latency_ms.p999,
             run.peak_rss_mib
+                .map_or("-".to_owned(), |m| format!("{m:.0}")),
+            run.gateway_peak_rss_mib
                 .map_or("-".to_owned(), |m| format!("{m:.0}")),
             format!("{}/{stored}", run.ack_order_violations),
             run.records_failed,
@@ -306,6 +313,10 @@ pub fn table(report: &Report) -> String {
         }
     }
     out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// 1234567 as "1.23M", 45600 as "45.6k".

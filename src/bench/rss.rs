@@ -2,11 +2,16 @@
 
 /// Peak resident set size (VmHWM) in bytes, if the kernel reports it.
 pub fn peak_bytes() -> Option<u64> {
-    status_kib("VmHWM:").map(|kib| kib * 1024)
+    status_kib("self", "VmHWM:").map(|kib| kib * 1024)
 }
 
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// Peak resident set size of process `pid`.
+pub fn peak_bytes_of(pid: u32) -> Option<u64> {
+    status_kib(&pid.to_string(), "VmHWM:").map(|kib| kib * 1024)
+}
+
+fn status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     parse_kib(&status, field)
 }
 
@@ -35,7 +40,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn this_process_has_a_peak() {
         // The current size first: the peak can only have grown since.
-        let current = status_kib("VmRSS:").expect("VmRSS on Linux") * 1024;
+        let current = status_kib("self", "VmRSS:").expect("VmRSS on Linux") * 1024;
         let peak = peak_bytes().expect("VmHWM on Linux");
         assert!(peak >= current, "peak {peak} below current {current}");
     }

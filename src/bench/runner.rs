@@ -224,6 +224,7 @@ impl Bench<'_> {
             topic,
             bootstrap_servers: self.kafka.bootstrap_servers(),
             target: args.target.clone(),
+            gateway_process: args.gateway_process,
             connections: args
                 .connections
                 .unwrap_or(streams.div_ceil(STREAMS_PER_CONNECTION)),

@@ -40,6 +40,7 @@ use crate::{Listeners, Tracing, shutdown};
 use super::Strategy;
 use super::child::{Latency, Measured};
 use super::order::AckOrder;
+use super::rss;
 use super::workload::{self, Slot, Source, Workload};
 
 /// How long `FutureProducer::send` retries a full queue before it fails the
@@ -123,6 +124,7 @@ impl Tally {
             latency_ms: Latency::from_histogram(&self.latency),
             ack_violations: self.order.violations,
             peak_rss_bytes: None,
+            gateway_peak_rss_bytes: None,
             first_error: self.first_error,
         }
     }
@@ -148,17 +150,21 @@ pub async fn run(workload: &Workload, progress: Arc<AtomicU64>) -> Result<Measur
     }
 }
 
-/// The gateway's configuration for this workload: the producer settings
-/// every strategy shares.
-fn gateway_config(workload: &Workload) -> Result<Config, String> {
-    let args = [
-        "kafka-gateway".to_owned(),
+/// The gateway's options for this workload: the producer settings every
+/// strategy shares.
+fn gateway_args(workload: &Workload) -> Vec<String> {
+    vec![
         "--listen=127.0.0.1:0".to_owned(),
         format!("--bootstrap-servers={}", workload.bootstrap_servers),
         format!("--max-in-flight-records={}", workload.window),
         format!("--linger-ms={}", workload.linger_ms),
         format!("--compression={}", workload.compression),
-    ];
+    ]
+}
+
+/// The gateway's configuration for this workload.
+fn gateway_config(workload: &Workload) -> Result<Config, String> {
+    let args = std::iter::once("kafka-gateway".to_owned()).chain(gateway_args(workload));
     let config = Config::try_parse_from(args).map_err(|err| err.to_string())?;
     config.validate().map_err(|err| err.to_string())?;
     Ok(config)
@@ -356,9 +362,12 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
 
 /// `gateway`: gRPC streams into a gateway, in process unless `--target`.
 async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
-    let mut server = None;
-    let addr = match &run.workload.target {
-        Some(target) => target.clone(),
+    let (server, addr) = match &run.workload.target {
+        Some(target) => (Server::Elsewhere, target.clone()),
+        None if run.workload.gateway_process => {
+            let (child, addr) = spawn_gateway(&gateway_args(&run.workload))?;
+            (Server::Process(child), addr)
+        }
         None => {
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -369,17 +378,17 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
                 metrics: None,
             };
             let (stop, stopped) = oneshot::channel::<()>();
+            let stopped = async move {
+                let _ = stopped.await;
+            };
             let task = tokio::spawn(crate::run(
                 listeners,
                 config,
                 None,
                 Tracing::disabled(),
-                async move {
-                    let _ = stopped.await;
-                },
+                stopped,
             ));
-            server = Some((stop, task));
-            addr.to_string()
+            (Server::InProcess(stop, task), addr.to_string())
         }
     };
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -435,15 +444,78 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
         })
         .await;
     drop(channels);
-    if let Some((stop, task)) = server {
-        let _ = stop.send(());
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(format!("the in-process gateway failed: {err}")),
-            Err(err) => return Err(format!("the in-process gateway panicked: {err}")),
+    let mut measured = measured?;
+    match server {
+        Server::Elsewhere => {}
+        Server::InProcess(stop, task) => {
+            let _ = stop.send(());
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(format!("the in-process gateway failed: {err}")),
+                Err(err) => return Err(format!("the in-process gateway panicked: {err}")),
+            }
+        }
+        Server::Process(mut child) => {
+            // Every record was answered: nothing is lost by not draining.
+            measured.gateway_peak_rss_bytes = rss::peak_bytes_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
-    measured
+    Ok(measured)
+}
+
+/// Where the `gateway` strategy's gateway runs.
+enum Server {
+    /// `--target`: someone else's.
+    Elsewhere,
+    /// In this process, stopped through the sender.
+    InProcess(
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), crate::Error>>,
+    ),
+    /// `--gateway-process`: `kafka-gateway serve`, a child of this process.
+    Process(std::process::Child),
+}
+
+/// Starts `kafka-gateway serve ARGS` and returns it with the address it
+/// logged.
+fn spawn_gateway(args: &[String]) -> Result<(std::process::Child, String), String> {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().map_err(|err| format!("cannot find this binary: {err}"))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot start a gateway process: {err}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("gRPC server listening") {
+                let _ = tx.send(line);
+            } else if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("gateway process: {line}");
+            }
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the gateway process did not start serving within 30 s".into());
+        }
+    };
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .ok_or_else(|| format!("no address in the gateway's log line {line:?}"))?;
+    Ok((child, addr.to_owned()))
 }
 
 /// The seeds: `FutureProducer::send` per record.

@@ -51,6 +51,10 @@ pub struct Workload {
     pub bootstrap_servers: String,
     /// A running gateway, for `gateway`; else one starts in process.
     pub target: Option<String>,
+    /// Runs the gateway as a process of its own (`kafka-gateway serve`),
+    /// so its peak RSS is measured apart from the client's.
+    #[serde(default)]
+    pub gateway_process: bool,
     pub connections: usize,
 }
 
@@ -228,6 +232,7 @@ mod tests {
             warmup_topic: "w".into(),
             bootstrap_servers: "x".into(),
             target: None,
+            gateway_process: false,
             connections: 1,
         }
     }
