@@ -8,6 +8,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing, shutdown};
 
+/// jemalloc rather than the system allocator: see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
 const EXIT_USAGE: u8 = 64;
 
