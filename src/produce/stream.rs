@@ -36,6 +36,11 @@ use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result, 
 /// there is no delivery of ours to wait for).
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 
+/// Records a stream keeps room for once they are handed over: beyond this,
+/// the queue of records waiting for the window is freed when it empties, so
+/// that thousands of mostly idle streams do not each hold a batch's worth.
+const PENDING_KEPT: usize = 16;
+
 /// How long a stream ended by shutdown keeps reading (and discarding) what
 /// its client still sends, so that the client reads the final status before
 /// the process closes its connection. Closing a socket with unread data
@@ -154,6 +159,11 @@ where
                     batches.resolve(&tag, error_result(error), metrics);
                 }
             }
+        }
+        if pending.is_empty() && pending.capacity() > PENDING_KEPT {
+            // A whole batch's records (some 200 bytes each) no longer wait:
+            // an idle stream should not keep room for them.
+            pending = VecDeque::new();
         }
         let now = (window.len() as i64, window.bytes() as i64);
         metrics.in_flight(now.0 - in_flight.0, now.1 - in_flight.1);
