@@ -155,6 +155,12 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Compression::None)]
     pub compression: Compression,
 
+    /// Any other librdkafka producer property, for every strategy's
+    /// producer, e.g. `-X acks=1` or `-X queue.buffering.max.messages=10000`;
+    /// repeatable. The properties the options above own are refused.
+    #[arg(short = 'X', long = "librdkafka-option", value_name = "KEY=VALUE", value_parser = property)]
+    pub librdkafka_options: Vec<String>,
+
     /// Strategies to run, comma-separated.
     #[arg(
         long,
@@ -238,6 +244,13 @@ fn positive(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+fn property(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not KEY=VALUE, e.g. -X acks=1")),
     }
 }
 

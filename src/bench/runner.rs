@@ -16,7 +16,7 @@ use super::broker::Kafka;
 use super::child::Measured;
 use super::report::{self, Group, LatencyAtLoad, Machine, Ratios, Report, RunReport, si};
 use super::workload::Workload;
-use super::{BenchArgs, Strategy, failure, plot};
+use super::{BenchArgs, Strategy, failure, plot, strategies};
 
 /// Time a child may take beyond its run's budget (start-up, warm-up,
 /// draining what is in flight) before it is killed.
@@ -40,6 +40,9 @@ pub async fn main(args: BenchArgs) -> Result<(), Error> {
         return Err(Error::Config(format!("--rate {rate} must be above 0")));
     }
     let mut machine = Machine::probe();
+    // The options every producer gets, checked once, as the gateway would.
+    strategies::gateway_config(&base_workload(&args, "127.0.0.1:9092".into()))
+        .map_err(Error::Config)?;
     let kafka = match &args.bootstrap_servers {
         Some(servers) => Kafka::External(servers.clone()),
         None => Kafka::Embedded(Arc::new(EmbeddedBroker::start(1, args.partitions)?)),
@@ -204,31 +207,45 @@ impl Bench<'_> {
             RUNS.fetch_add(1, Ordering::Relaxed),
             strategy.name()
         );
-        let time_budget = match strategy {
-            Strategy::SeedSync => args.sample.min(args.max_time),
-            _ => args.max_time,
-        };
         Workload {
             strategy,
-            records: args.records,
-            record_bytes: args.record_bytes,
             streams,
-            batch: args.batch,
-            window: args.window,
-            linger_ms: args.linger_ms,
-            compression: clap::ValueEnum::to_possible_value(&args.compression)
-                .map_or("none".to_owned(), |v| v.get_name().to_owned()),
             rate,
-            time_budget,
+            time_budget: match strategy {
+                Strategy::SeedSync => args.sample.min(args.max_time),
+                _ => args.max_time,
+            },
             warmup_topic: format!("{topic}-warmup"),
             topic,
-            bootstrap_servers: self.kafka.bootstrap_servers(),
-            target: args.target.clone(),
-            gateway_process: args.gateway_process,
             connections: args
                 .connections
                 .unwrap_or(streams.div_ceil(STREAMS_PER_CONNECTION)),
+            ..base_workload(args, self.kafka.bootstrap_servers())
         }
+    }
+}
+
+/// What every run shares, from the command line.
+fn base_workload(args: &BenchArgs, bootstrap_servers: String) -> Workload {
+    Workload {
+        strategy: Strategy::Direct,
+        records: args.records,
+        record_bytes: args.record_bytes,
+        streams: args.streams,
+        batch: args.batch,
+        window: args.window,
+        linger_ms: args.linger_ms,
+        compression: clap::ValueEnum::to_possible_value(&args.compression)
+            .map_or("none".to_owned(), |v| v.get_name().to_owned()),
+        rate: args.rate,
+        time_budget: args.max_time,
+        topic: String::new(),
+        warmup_topic: String::new(),
+        bootstrap_servers,
+        target: args.target.clone(),
+        gateway_process: args.gateway_process,
+        connections: 1,
+        librdkafka_options: args.librdkafka_options.clone(),
     }
 }
 

@@ -153,20 +153,28 @@ pub async fn run(workload: &Workload, progress: Arc<AtomicU64>) -> Result<Measur
 /// The gateway's options for this workload: the producer settings every
 /// strategy shares.
 fn gateway_args(workload: &Workload) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--listen=127.0.0.1:0".to_owned(),
         format!("--bootstrap-servers={}", workload.bootstrap_servers),
         format!("--max-in-flight-records={}", workload.window),
         format!("--linger-ms={}", workload.linger_ms),
         format!("--compression={}", workload.compression),
-    ]
+    ];
+    for option in &workload.librdkafka_options {
+        args.push(format!("--librdkafka-option={option}"));
+    }
+    args
 }
 
-/// The gateway's configuration for this workload.
-fn gateway_config(workload: &Workload) -> Result<Config, String> {
+/// The gateway's configuration for this workload: also how the parent
+/// checks the options before the first run.
+pub(super) fn gateway_config(workload: &Workload) -> Result<Config, String> {
     let args = std::iter::once("kafka-gateway".to_owned()).chain(gateway_args(workload));
     let config = Config::try_parse_from(args).map_err(|err| err.to_string())?;
-    config.validate().map_err(|err| err.to_string())?;
+    config.validate().map_err(|err| match err {
+        crate::Error::Config(message) => message,
+        other => other.to_string(),
+    })?;
     Ok(config)
 }
 

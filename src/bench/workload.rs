@@ -56,6 +56,9 @@ pub struct Workload {
     #[serde(default)]
     pub gateway_process: bool,
     pub connections: usize,
+    /// `KEY=VALUE` librdkafka properties for every producer.
+    #[serde(default)]
+    pub librdkafka_options: Vec<String>,
 }
 
 impl Workload {
@@ -234,6 +237,7 @@ mod tests {
             target: None,
             gateway_process: false,
             connections: 1,
+            librdkafka_options: Vec::new(),
         }
     }
 
