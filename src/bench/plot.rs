@@ -9,14 +9,16 @@ use plotters::prelude::*;
 use super::report::{Report, RunReport, si};
 
 const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 520;
-const COLORS: [RGBColor; 6] = [
+const HEIGHT: u32 = 460;
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// Draws the main runs (and the runs at load) of `report` into `path`.
@@ -56,7 +58,8 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     root.present().map_err(|e| e.to_string())
 }
 
-/// A bar per label on a log scale, each bar annotated with its value.
+/// A horizontal bar per label on a log scale, first label on top, each
+/// bar annotated with its label and value.
 fn bars(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     caption: &str,
@@ -71,51 +74,40 @@ fn bars(
         return Ok(());
     }
     let floor = 10f64.powf((low.log10() - 0.3).floor());
-    let ceiling = 10f64.powf((high.log10() + 0.3).ceil());
-    let n = labels.len() as u32;
+    // Room right of the longest bar for its annotation.
+    let ceiling = 10f64.powf((high.log10() + 1.6).ceil());
+    let n = labels.len() as f64;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(110)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..n).into_segmented(), (floor..ceiling).log_scale())
+        .margin(16)
+        .x_label_area_size(30)
+        .y_label_area_size(10)
+        .build_cartesian_2d((floor..ceiling).log_scale(), 0.0..n)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(labels.len())
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_label_formatter(&|y| si(*y))
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_label_formatter(&|x| si(*x))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, &value) in values.iter().enumerate() {
-        if value <= 0.0 {
-            continue;
+    for (i, (&value, label)) in values.iter().zip(labels).enumerate() {
+        let row = n - 1.0 - i as f64;
+        let color = COLORS[i % COLORS.len()];
+        if value > 0.0 {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(floor, row + 0.15), (value, row + 0.85)],
+                    color.filled(),
+                )))
+                .map_err(|e| e.to_string())?;
         }
-        let i = i as u32;
-        let color = COLORS[i as usize % COLORS.len()];
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), floor),
-                    (SegmentValue::Exact(i + 1), value),
-                ],
-                color.filled(),
-            )))
-            .map_err(|e| e.to_string())?;
+        let text = format!("{label}: {}", format(value));
         chart
             .draw_series(std::iter::once(Text::new(
-                format(value),
-                (SegmentValue::CenterOf(i), value * 1.15),
-                ("sans-serif", 12).into_font(),
+                text,
+                (value.max(floor) * 1.1, row + 0.62),
+                ("sans-serif", 13).into_font(),
             )))
             .map_err(|e| e.to_string())?;
     }
