@@ -288,9 +288,15 @@ fn run_child(workload: &Workload, label: &str) -> Result<Measured, String> {
     let bar = ProgressBar::new(workload.records).with_prefix(label.to_owned());
     bar.set_style(
         ProgressStyle::with_template(
-            "{prefix:>24} [{bar:32}] {human_pos}/{human_len} records {per_sec:>14} {elapsed}",
+            "{prefix:>24} [{bar:32}] {human_pos}/{human_len} records, {rate}/s, {elapsed}",
         )
         .expect("a valid template")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{}", si(state.per_sec()));
+            },
+        )
         .progress_chars("=> "),
     );
     let stderr = child.stderr.take().expect("piped");
