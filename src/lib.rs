@@ -21,10 +21,13 @@
 //!
 //! The other side of the wire: [`client`], the `produce` command, which
 //! streams lines of stdin through a running gateway.
+//!
+//! Measuring it: [`bench`], the `kafka-gateway bench` subcommand.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod embedded;

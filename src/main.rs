@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 use kafka_gateway::client::{self, ProduceArgs, Terminal};
 use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing, shutdown};
 
+/// jemalloc rather than the system allocator: see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for bad configuration (EX_USAGE from sysexits.h).
 const EXIT_USAGE: u8 = 64;
 
@@ -32,6 +36,9 @@ enum Command {
     /// them through a running gateway; prints a summary and exits non-zero
     /// when any record failed.
     Produce(ProduceArgs),
+    /// Benchmark the gateway against an in-process producer and the usual
+    /// FutureProducer::send patterns, on one broker.
+    Bench(kafka_gateway::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,7 @@ fn main() -> ExitCode {
             runtime.shutdown_background();
             return code;
         }
+        Command::Bench(args) => runtime.block_on(kafka_gateway::bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -28,12 +29,17 @@ use crate::telemetry::{BatchTrace, Tracing};
 
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
-use super::{OutboundRecord, Sender, TrySendError, error_result, ok_result};
+use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result, ok_result};
 
 /// How long to wait before retrying a record that met `QueueFull` while this
 /// stream had nothing in flight (other streams filled the shared queue, so
 /// there is no delivery of ours to wait for).
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
+
+/// Records a stream keeps room for once they are handed over: beyond this,
+/// the queue of records waiting for the window is freed when it empties, so
+/// that thousands of mostly idle streams do not each hold a batch's worth.
+const PENDING_KEPT: usize = 16;
 
 /// How long a stream ended by shutdown keeps reading (and discarding) what
 /// its client still sends, so that the client reads the final status before
@@ -154,6 +160,11 @@ where
                 }
             }
         }
+        if pending.is_empty() && pending.capacity() > PENDING_KEPT {
+            // A whole batch's records (some 200 bytes each) no longer wait:
+            // an idle stream should not keep room for them.
+            pending = VecDeque::new();
+        }
         let now = (window.len() as i64, window.bytes() as i64);
         metrics.in_flight(now.0 - in_flight.0, now.1 - in_flight.1);
         in_flight = now;
@@ -177,19 +188,17 @@ where
             biased;
             done = window.next_done(), if !window.is_empty() => {
                 let (tag, result) = done.expect("the window is not empty");
-                let result = match result {
-                    Ok(delivered) => {
-                        summary.records_ok += 1;
-                        ok_result(&tag.topic, delivered)
-                    }
-                    Err(error) => {
-                        summary.records_failed += 1;
-                        error_result(error)
-                    }
-                };
-                batches.resolve(&tag, result, metrics);
+                settle(tag, result, &mut summary, &mut batches, metrics);
+                // Every later delivery that is already done, in order, in
+                // this same turn: one trip round the loop per wake-up
+                // rather than per record.
+                while let Some(Some((tag, result))) = window.next_done().now_or_never() {
+                    settle(tag, result, &mut summary, &mut batches, metrics);
+                }
             }
-            () = tokio::time::sleep(QUEUE_FULL_RETRY), if queue_full && window.is_empty() => {}
+            // An async block, so the timer is only built (and the clock
+            // read) when this branch is enabled, not on every turn.
+            () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await }, if queue_full && window.is_empty() => {}
             () = outbound.closed(), if !summary.client_gone => {
                 summary.client_gone = true;
                 reading = false;
@@ -248,6 +257,27 @@ where
     summary
 }
 
+/// Puts one delivery's outcome into its batch's response.
+fn settle(
+    tag: Tag,
+    result: DeliveryResult,
+    summary: &mut Summary,
+    batches: &mut Batches,
+    metrics: &Metrics,
+) {
+    let result = match result {
+        Ok(delivered) => {
+            summary.records_ok += 1;
+            ok_result(&tag.topic, delivered)
+        }
+        Err(error) => {
+            summary.records_failed += 1;
+            error_result(error)
+        }
+    };
+    batches.resolve(&tag, result, metrics);
+}
+
 /// What [`accept`] adds to.
 struct StreamState<'a> {
     batches: &'a mut Batches,
@@ -290,6 +320,10 @@ async fn accept<S: Sender>(
     // Each topic of the batch is made sure of once, before its first record
     // is queued; a topic that cannot be had fails its records.
     let mut topics: HashMap<Arc<str>, Option<RecordError>> = HashMap::new();
+    // The previous record's topic and its check: records of a batch mostly
+    // share one topic (the same `Arc` when it is the batch's default), so
+    // most skip hashing the name.
+    let mut last: Option<(Arc<str>, Option<RecordError>)> = None;
     for (index, record) in request.records.into_iter().enumerate() {
         let size = validate::record_size(&record);
         let mut record = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
@@ -306,11 +340,22 @@ async fn accept<S: Sender>(
                 continue;
             }
         };
-        let failure = match topics.get(&record.topic) {
-            Some(failure) => failure.clone(),
-            None => {
-                let failure = sender.ensure_topic(&record.topic).await.err();
-                topics.insert(record.topic.clone(), failure.clone());
+        let failure = match &last {
+            Some((topic, failure))
+                if Arc::ptr_eq(topic, &record.topic) || **topic == *record.topic =>
+            {
+                failure.clone()
+            }
+            _ => {
+                let failure = match topics.get(&record.topic) {
+                    Some(failure) => failure.clone(),
+                    None => {
+                        let failure = sender.ensure_topic(&record.topic).await.err();
+                        topics.insert(record.topic.clone(), failure.clone());
+                        failure
+                    }
+                };
+                last = Some((record.topic.clone(), failure.clone()));
                 failure
             }
         };

@@ -1,0 +1,260 @@
+//! `kafka-gateway bench`: pushes one workload through several ways of
+//! producing to Kafka, on one broker, and compares them.
+//!
+//! The strategies ([`Strategy`]):
+//! - `direct`: the gateway's own stream driver and ordered window over the
+//!   shared librdkafka producer, in process, with no gRPC: the ceiling;
+//! - `gateway`: N concurrent gRPC `Produce` streams over loopback TCP into a
+//!   gateway (in process, or `--target` for a running one);
+//! - `seed-sync`, `seed-spawn`, `seed-futures-ordered`: the three ways most
+//!   code starts with `FutureProducer::send`.
+//!
+//! Each strategy runs in a child process of its own (this binary, re-run with
+//! a hidden `--child` argument), so its peak RSS is its own; the parent owns
+//! the broker, creates a fresh topic per run, shows progress, reads each
+//! topic back to check the stored order, and reports.
+//!
+//! One file per concern: [`workload`] (records, keys, pacing), [`child`] and
+//! [`strategies`] (running one strategy and measuring it), [`order`]
+//! (order violations at ack and at store time), [`broker`] (topics, reading
+//! back), [`rss`], [`runner`] (the parent), [`report`] (table and JSON),
+//! [`plot`] (the SVG chart).
+
+mod broker;
+mod child;
+mod order;
+mod plot;
+mod report;
+mod rss;
+mod runner;
+mod strategies;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    Compression, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT_RECORDS, parse_duration,
+};
+use crate::error::Error;
+
+/// Records per run by default: enough for about a second of steady state
+/// at this machine's rates, few enough that a default run of every strategy
+/// takes well under a minute.
+pub const DEFAULT_RECORDS: u64 = 1_000_000;
+/// Partitions of each run's topic by default: enough that each holds about
+/// 31,000 records of 112 bytes (under 4 MiB), inside the embedded broker's
+/// retention (5 MiB or 100,000 records per partition), so the stored order
+/// of every record of a default run is read back and checked.
+pub const DEFAULT_PARTITIONS: i32 = 32;
+/// The record size the throughput goals are stated for.
+pub const DEFAULT_RECORD_BYTES: usize = 100;
+/// Concurrent streams (gRPC streams, or tasks for the in-process strategies).
+pub const DEFAULT_STREAMS: usize = 8;
+/// Records per gRPC batch (and per paced step of every strategy).
+pub const DEFAULT_BATCH: usize = 200;
+/// How long `seed-sync`, which produces one record per round trip, runs:
+/// it is compared by rate on what it did in that time.
+pub const DEFAULT_SAMPLE: &str = "3s";
+/// The longest any one run may take before it stops and is compared by rate.
+pub const DEFAULT_MAX_TIME: &str = "60s";
+
+/// A way of producing the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The gateway's stream driver and ordered window over librdkafka, in
+    /// process, no gRPC.
+    Direct,
+    /// gRPC `Produce` streams into a gateway over loopback TCP.
+    Gateway,
+    /// `FuturesOrdered` of `FutureProducer::send` futures, at most `--window`
+    /// per stream.
+    SeedFuturesOrdered,
+    /// `tokio::spawn` of `FutureProducer::send` per record.
+    SeedSpawn,
+    /// `FutureProducer::send(..).await` per record, one after the other.
+    SeedSync,
+}
+
+impl Strategy {
+    /// Every strategy, in the order they run and are reported.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Direct,
+        Strategy::Gateway,
+        Strategy::SeedFuturesOrdered,
+        Strategy::SeedSpawn,
+        Strategy::SeedSync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Direct => "direct",
+            Strategy::Gateway => "gateway",
+            Strategy::SeedFuturesOrdered => "seed-futures-ordered",
+            Strategy::SeedSpawn => "seed-spawn",
+            Strategy::SeedSync => "seed-sync",
+        }
+    }
+}
+
+/// Benchmark the gateway against an in-process producer and the usual
+/// `FutureProducer::send` patterns.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "Every strategy produces the same records (a 12-byte key holding \
+the stream and sequence number, and a value of --record-bytes) to a fresh topic of \
+--partitions partitions, in its own child process. Ack latency runs from the moment a batch \
+is handed over (or, with --rate, from the moment it was due) to its ack. After the main runs, \
+gateway and direct run again at half the gateway's measured rate to compare latency at load \
+(--no-latency-at-load skips this). Progress goes to stderr, the table to stdout.
+
+Examples:
+  kafka-gateway bench
+  kafka-gateway bench --records 1000000 --strategies direct,gateway --json bench.json --plot bench.svg
+  kafka-gateway bench --strategies gateway --scaling 1,10,100,1000 --records 1000000
+  kafka-gateway bench --bootstrap-servers kafka:9092 --target 127.0.0.1:50051"
+)]
+pub struct BenchArgs {
+    /// Records each run produces (spread evenly over the streams).
+    #[arg(long, default_value_t = DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+
+    /// Value bytes of each record (the key adds 12).
+    #[arg(long, default_value_t = DEFAULT_RECORD_BYTES)]
+    pub record_bytes: usize,
+
+    /// Concurrent streams: gRPC streams for `gateway`, tasks for the others.
+    #[arg(long, default_value_t = DEFAULT_STREAMS, value_parser = positive)]
+    pub streams: usize,
+
+    /// Records per gRPC batch, and per paced step of every strategy.
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = positive)]
+    pub batch: usize,
+
+    /// Partitions of each run's topic. Keep records / partitions under the
+    /// embedded broker's retention (about 40,000 records of 112 bytes) to
+    /// have every record's stored order checked.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+
+    /// Records in flight per stream: the gateway's --max-in-flight-records,
+    /// and the bound of `seed-futures-ordered`.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT_RECORDS, value_parser = positive)]
+    pub window: usize,
+
+    /// librdkafka linger.ms of every producer.
+    #[arg(long, default_value_t = DEFAULT_LINGER_MS)]
+    pub linger_ms: u64,
+
+    /// Compression of every producer.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
+
+    /// Any other librdkafka producer property, for every strategy's
+    /// producer, e.g. `-X acks=1` or `-X queue.buffering.max.messages=10000`;
+    /// repeatable. The properties the options above own are refused.
+    #[arg(short = 'X', long = "librdkafka-option", value_name = "KEY=VALUE", value_parser = property)]
+    pub librdkafka_options: Vec<String>,
+
+    /// Strategies to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,gateway,seed-futures-ordered,seed-spawn,seed-sync"
+    )]
+    pub strategies: Vec<Strategy>,
+
+    /// Caps every run at this many records per second (all streams
+    /// together), for latency at a given load. Unset: as fast as it goes.
+    #[arg(long, value_name = "RECORDS_PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Kafka to produce to. Unset: an embedded in-memory broker.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub bootstrap_servers: Option<String>,
+
+    /// A running gateway (`HOST:PORT`) for the `gateway` strategy, instead
+    /// of one in process. Give --bootstrap-servers of its Kafka too, so the
+    /// topics are created there and read back.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+
+    /// Run the in-process `gateway` as a process of its own instead
+    /// (`kafka-gateway serve`), and report its own peak RSS apart from the
+    /// client's.
+    #[arg(long, conflicts_with = "target")]
+    pub gateway_process: bool,
+
+    /// HTTP/2 connections the gRPC streams share. Default: one per 100
+    /// streams.
+    #[arg(long, value_parser = positive)]
+    pub connections: Option<usize>,
+
+    /// How long `seed-sync` runs; it is compared by rate.
+    #[arg(long, default_value = DEFAULT_SAMPLE, value_parser = parse_duration, value_name = "DURATION")]
+    pub sample: Duration,
+
+    /// The longest one run may take; a run cut short is compared by rate.
+    #[arg(long, default_value = DEFAULT_MAX_TIME, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time: Duration,
+
+    /// Skip the second gateway and direct runs at half the gateway's rate.
+    #[arg(long)]
+    pub no_latency_at_load: bool,
+
+    /// Also run `gateway` with each of these stream counts (e.g.
+    /// 1,10,100,1000) and print a scaling table.
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    pub scaling: Vec<usize>,
+
+    /// Do not read the topics back to check the stored order.
+    #[arg(long)]
+    pub no_store_check: bool,
+
+    /// Write every run and the ratios as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+
+    /// Draw throughput and p99 latency per strategy as an SVG chart.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+
+    /// Internal: run one strategy as described by this JSON and report on
+    /// stdout.
+    #[arg(long, hide = true, value_name = "JSON")]
+    pub child: Option<String>,
+}
+
+/// Runs the benchmark (or, with `--child`, one strategy of it).
+pub async fn run(args: BenchArgs) -> Result<(), Error> {
+    match &args.child {
+        Some(spec) => child::main(spec).await,
+        None => runner::main(args).await,
+    }
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn property(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not KEY=VALUE, e.g. -X acks=1")),
+    }
+}
+
+/// An error of the benchmark itself (not of configuration).
+fn failure(message: impl Into<String>) -> Error {
+    Error::Io(std::io::Error::other(message.into()))
+}
