@@ -1,5 +1,7 @@
 //! `kafka-gateway bench` as a user runs it: every strategy on a few thousand
-//! records against the embedded broker, checked through its JSON report.
+//! records against the embedded broker (or the external Kafka the suite is
+//! given in `KAFKA_GATEWAY_TEST_BOOTSTRAP_SERVERS`), checked through its JSON
+//! report.
 //! Nothing here asserts a speed: only that every run happened, counted
 //! right, kept order where it must, and that the report is complete.
 
@@ -25,6 +27,14 @@ fn count(run: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in {run}"))
 }
 
+/// `--bootstrap-servers` for the suite's external Kafka, if it has one.
+fn external_kafka() -> Vec<String> {
+    match std::env::var("KAFKA_GATEWAY_TEST_BOOTSTRAP_SERVERS") {
+        Ok(servers) if !servers.is_empty() => vec!["--bootstrap-servers".into(), servers],
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn every_strategy_runs_and_reports() {
     let dir = std::env::temp_dir().join(format!("kafka-gateway-bench-{}", std::process::id()));
@@ -33,6 +43,7 @@ fn every_strategy_runs_and_reports() {
     let output = Command::new(BIN)
         .args(["bench", "--records", &RECORDS.to_string(), "--streams", "4"])
         .args(["--batch", "100", "--sample", "1s", "--scaling", "2"])
+        .args(external_kafka())
         .arg("--json")
         .arg(&json)
         .arg("--plot")

@@ -24,6 +24,9 @@ use super::order::StoredOrder;
 
 /// How long reading one topic back may take.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the read-back waits, once at the high watermarks, for records
+/// past them.
+const READ_BACK_SETTLE: Duration = Duration::from_millis(500);
 
 /// Where the runs produce.
 pub enum Kafka {
@@ -34,7 +37,8 @@ pub enum Kafka {
 /// What reading a topic back found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stored {
-    /// Records the topic ever held (the high watermarks).
+    /// Records the topic ever held: its high watermarks, or the offsets read
+    /// past them.
     pub records: u64,
     /// Records the broker dropped before they were read (the low
     /// watermarks): the embedded broker's retention.
@@ -113,14 +117,13 @@ fn read_back(servers: &str, topic: &str) -> Result<Stored, String> {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .map_err(|err| format!("no watermarks for {topic}/{partition}: {err}"))?;
-        stored.records += high as u64;
         stored.dropped_by_retention += low as u64;
-        if high > low {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset(low))
-                .map_err(|err| err.to_string())?;
-            remaining.push((partition, low, high));
-        }
+        // Every partition is read, even one whose watermarks say it is
+        // empty: they may be short of the end (see below).
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(low))
+            .map_err(|err| err.to_string())?;
+        remaining.push((partition, low, high));
     }
     if remaining.is_empty() {
         return Ok(stored);
@@ -130,7 +133,15 @@ fn read_back(servers: &str, topic: &str) -> Result<Stored, String> {
         .map_err(|err| format!("cannot assign {topic}: {err}"))?;
     let mut order = StoredOrder::default();
     let deadline = Instant::now() + READ_BACK_TIMEOUT;
-    while remaining.iter().any(|&(_, next, high)| next < high) {
+    // The high watermarks are where reading may stop at the earliest: some
+    // brokers report them short of the end (tansu 0.6 does), so reading goes
+    // on until nothing more arrives for a moment.
+    let mut idle_since = Instant::now();
+    loop {
+        let at_watermarks = remaining.iter().all(|&(_, next, high)| next >= high);
+        if at_watermarks && idle_since.elapsed() >= READ_BACK_SETTLE {
+            break;
+        }
         if Instant::now() > deadline {
             return Err(format!(
                 "read {} records of {topic} in {READ_BACK_TIMEOUT:?}, not all",
@@ -140,6 +151,7 @@ fn read_back(servers: &str, topic: &str) -> Result<Stored, String> {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
+        idle_since = Instant::now();
         let message = message.map_err(|err| format!("reading {topic}: {err}"))?;
         order.observe(message.partition(), message.key());
         if let Some(entry) = remaining
@@ -149,6 +161,11 @@ fn read_back(servers: &str, topic: &str) -> Result<Stored, String> {
             entry.1 = entry.1.max(message.offset() + 1);
         }
     }
+    // Records stored: up to the high watermark or past it, as read.
+    stored.records = remaining
+        .iter()
+        .map(|&(_, next, high)| next.max(high) as u64)
+        .sum();
     stored.checked = order.checked;
     stored.violations = order.violations;
     Ok(stored)
