@@ -663,6 +663,31 @@ mod tests {
         }
     }
 
+    /// Runs the driver in a task of its own, as the service does.
+    fn spawn_driver<In>(
+        kafka: &FakeKafka,
+        limits: StreamLimits,
+        inbound: In,
+        outbound: mpsc::Sender<Result<ProduceResponse, Status>>,
+        signal: shutdown::Signal,
+    ) -> tokio::task::JoinHandle<Summary>
+    where
+        In: Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
+    {
+        let kafka = kafka.clone();
+        tokio::spawn(async move {
+            drive(
+                &kafka,
+                &limits,
+                inbound,
+                outbound,
+                signal,
+                &Observers::none(),
+            )
+            .await
+        })
+    }
+
     fn limits(max_records: usize, max_bytes: usize) -> StreamLimits {
         StreamLimits {
             window: Limits {
@@ -837,20 +862,7 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::channel(128);
         let limits = limits(4, 10_000);
-        let driver = tokio::spawn({
-            let kafka = kafka.clone();
-            async move {
-                drive(
-                    &kafka,
-                    &limits,
-                    inbound,
-                    tx,
-                    shutdown::Signal::never(),
-                    &Observers::none(),
-                )
-                .await
-            }
-        });
+        let driver = spawn_driver(&kafka, limits, inbound, tx, shutdown::Signal::never());
         // Nothing is delivered: the driver fills the window, then must stop.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(kafka.accepted().len(), 4);
@@ -964,20 +976,7 @@ mod tests {
         let (in_tx, in_rx) = mpsc::channel(8);
         let (tx, mut rx) = mpsc::channel(8);
         let limits = limits(100, 100_000);
-        let driver = tokio::spawn({
-            let kafka = kafka.clone();
-            async move {
-                drive(
-                    &kafka,
-                    &limits,
-                    ReceiverStream::new(in_rx),
-                    tx,
-                    signal,
-                    &Observers::none(),
-                )
-                .await
-            }
-        });
+        let driver = spawn_driver(&kafka, limits, ReceiverStream::new(in_rx), tx, signal);
         for request in batches(&[3, 4]) {
             in_tx.send(Ok(request)).await.unwrap();
         }
@@ -1003,20 +1002,13 @@ mod tests {
         let (in_tx, in_rx) = mpsc::channel(8);
         let (tx, rx) = mpsc::channel(8);
         let limits = limits(10, 100_000);
-        let driver = tokio::spawn({
-            let kafka = kafka.clone();
-            async move {
-                drive(
-                    &kafka,
-                    &limits,
-                    ReceiverStream::new(in_rx),
-                    tx,
-                    shutdown::Signal::never(),
-                    &Observers::none(),
-                )
-                .await
-            }
-        });
+        let driver = spawn_driver(
+            &kafka,
+            limits,
+            ReceiverStream::new(in_rx),
+            tx,
+            shutdown::Signal::never(),
+        );
         // 25 records: 10 enter the window, 15 wait behind it.
         in_tx.send(Ok(batches(&[25]).remove(0))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
