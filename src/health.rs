@@ -44,10 +44,6 @@ impl Health {
         }
     }
 
-    pub fn state(&self) -> State {
-        self.state.borrow().clone()
-    }
-
     /// The producer reached a broker. Ignored once draining or failed.
     pub fn serving(&self) {
         self.state.send_if_modified(|state| {

@@ -231,16 +231,6 @@ enum Partition {
 }
 
 impl BatchTrace {
-    /// A batch with nothing to trace.
-    pub fn none() -> Self {
-        Self {
-            span: None,
-            headers: None,
-            errors: 0,
-            partition: Partition::None,
-        }
-    }
-
     /// Notes the result of the record at `index`.
     pub fn record(&mut self, index: usize, result: &RecordResult) {
         match &result.result {

@@ -326,20 +326,21 @@ async fn accept<S: Sender>(
     let mut last: Option<(Arc<str>, Option<RecordError>)> = None;
     for (index, record) in request.records.into_iter().enumerate() {
         let size = validate::record_size(&record);
-        let mut record = match validate::prepare(record, &default_topic, limits.max_record_bytes) {
-            Ok(record) => record,
-            Err(error) => {
-                stream.summary.records_failed += 1;
-                let tag = Tag {
-                    seq,
-                    index,
-                    topic: Arc::from(""),
-                    size,
-                };
-                stream.batches.resolve(&tag, error_result(error), metrics);
-                continue;
-            }
-        };
+        let mut record =
+            match validate::prepare(record, size, &default_topic, limits.max_record_bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    stream.summary.records_failed += 1;
+                    let tag = Tag {
+                        seq,
+                        index,
+                        topic: Arc::from(""),
+                        size,
+                    };
+                    stream.batches.resolve(&tag, error_result(error), metrics);
+                    continue;
+                }
+            };
         let failure = match &last {
             Some((topic, failure))
                 if Arc::ptr_eq(topic, &record.topic) || **topic == *record.topic =>

@@ -69,14 +69,15 @@ pub fn record_size(record: &proto::Record) -> usize {
     key + value + headers
 }
 
-/// Validates one record and resolves its topic.
+/// Validates one record of `size` payload bytes ([`record_size`], which the
+/// caller needs for a refused record too) and resolves its topic.
 pub fn prepare(
     record: proto::Record,
+    size: usize,
     default_topic: &DefaultTopic,
     max_record_bytes: usize,
 ) -> Result<OutboundRecord, proto::RecordError> {
     let invalid = |message: String| record_error(ErrorCode::InvalidRecord, message, false);
-    let size = record_size(&record);
 
     let topic = if record.topic.is_empty() {
         match default_topic {
@@ -151,6 +152,16 @@ mod tests {
             partition: None,
             timestamp_ms: None,
         }
+    }
+
+    /// `prepare` with the record's own size.
+    fn prepare(
+        record: proto::Record,
+        default_topic: &DefaultTopic,
+        max_record_bytes: usize,
+    ) -> Result<OutboundRecord, proto::RecordError> {
+        let size = record_size(&record);
+        super::prepare(record, size, default_topic, max_record_bytes)
     }
 
     fn message_of(result: Result<OutboundRecord, proto::RecordError>) -> (i32, String) {
