@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::binary::BIN;
+use common::binary::{self, BIN};
 use common::*;
 use kafka_gateway::proto::producer_server::{Producer, ProducerServer};
 use kafka_gateway::proto::{ProduceRequest, ProduceResponse, RecordMetadata, RecordResult};
@@ -19,17 +19,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// `kafka-gateway produce ARGS` in an environment cleared of the gateway's
-/// variables, with `envs` added.
+/// `kafka-gateway produce ARGS` in a clean environment, with `envs` added,
+/// its standard streams piped.
 fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command.arg("produce").args(args).env_remove("RUST_LOG");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KAFKA_GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = binary::command("produce", args, &[]);
     command
+        .env_remove("RUST_LOG")
         .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

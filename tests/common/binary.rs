@@ -39,22 +39,28 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
-/// Starts `kafka-gateway serve --listen 127.0.0.1:0 ARGS` with `envs` added to
-/// an environment cleared of the gateway's and OpenTelemetry's variables, and
-/// waits until it serves.
-pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
+/// `kafka-gateway SUBCOMMAND ARGS` in an environment cleared of the
+/// gateway's and OpenTelemetry's variables, with `envs` added.
+pub fn command(subcommand: &str, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
-    command
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info");
+    command.arg(subcommand).args(args);
     for (name, _) in std::env::vars() {
         if name.starts_with("KAFKA_GATEWAY_") || name.starts_with("OTEL_") {
             command.env_remove(name);
         }
     }
+    command.envs(envs.iter().copied());
+    command
+}
+
+/// Starts `kafka-gateway serve --listen 127.0.0.1:0 ARGS` with `envs` added to
+/// an environment cleared of the gateway's and OpenTelemetry's variables, and
+/// waits until it serves.
+pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
+    let mut command = command("serve", &[], &[("RUST_LOG", "info")]);
     let mut child = command
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
