@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 use rdkafka::ClientConfig;
 
 use crate::error::Error;
+use crate::limits::{BATCH_OVERHEAD, Caps};
 use crate::produce::{Limits, StreamLimits};
 
 /// Loopback by default: a gateway on the embedded broker is a development
@@ -45,6 +46,29 @@ pub const DEFAULT_PARTITIONER: &str = "murmur2_random";
 pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 /// How long a graceful shutdown may take before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+/// Open connections. Each may buffer up to 1 MiB of HTTP/2 receive window
+/// beyond the memory budget, so this bounds that share too.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// Concurrent calls over all connections: enough for 10,000 mostly idle
+/// streams, each of which costs a few KiB when idle.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// HTTP/2 `max_concurrent_streams` of each connection (tonic leaves it
+/// unlimited): one client cannot take every stream slot on one connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
+/// Bytes of batches read and not yet answered, over all streams: 16
+/// streams each holding a full default window.
+pub const DEFAULT_MAX_TOTAL_IN_FLIGHT_BYTES: &str = "256MiB";
+/// HTTP/2 PING interval on idle connections: a vanished peer is found in
+/// under a minute instead of TCP's hours.
+pub const DEFAULT_HTTP2_KEEPALIVE_INTERVAL: &str = "30s";
+/// How long a PING may go unanswered before the connection is closed.
+pub const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: &str = "20s";
+/// After `--max-connection-age`, how long the connection may stay open while
+/// its streams answer what they read.
+pub const DEFAULT_MAX_CONNECTION_AGE_GRACE: &str = "30s";
+/// How long a response may wait for its client to read it: longer than any
+/// pause a live client makes, short enough to free a stuck stream.
+pub const DEFAULT_STALL_TIMEOUT: &str = "60s";
 
 /// librdkafka's partitioners.
 const PARTITIONERS: &[&str] = &[
@@ -188,6 +212,66 @@ pub struct Config {
     #[arg(long, env = "KAFKA_GATEWAY_SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
+
+    /// Bytes of batches read and not yet answered, over all streams (each
+    /// batch counts its encoded size plus 256 bytes). When reached, streams
+    /// stop reading until answers free room, first come first served, and
+    /// HTTP/2 flow control holds their clients back. Must hold one
+    /// --max-batch-bytes batch.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_TOTAL_IN_FLIGHT_BYTES", default_value = DEFAULT_MAX_TOTAL_IN_FLIGHT_BYTES,
+          value_parser = parse_size, value_name = "SIZE")]
+    pub max_total_in_flight_bytes: usize,
+
+    /// Open client connections. Calls on a connection over the limit get
+    /// RESOURCE_EXHAUSTED naming this option.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_positive)]
+    pub max_connections: usize,
+
+    /// Concurrent calls (streams and unary calls) over all connections; one
+    /// more gets RESOURCE_EXHAUSTED naming this option. gRPC health checks
+    /// are never refused.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS,
+          value_parser = parse_positive)]
+    pub max_streams: usize,
+
+    /// Concurrent streams on one connection (HTTP/2 max_concurrent_streams):
+    /// a client opening more waits for one to end, or gets REFUSED_STREAM.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_STREAMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
+    /// Interval of HTTP/2 PINGs to each client; a peer that vanished is
+    /// found without waiting for TCP.
+    #[arg(long, env = "KAFKA_GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = DEFAULT_HTTP2_KEEPALIVE_INTERVAL,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a PING may go unanswered before the connection is closed.
+    #[arg(long, env = "KAFKA_GATEWAY_HTTP2_KEEPALIVE_TIMEOUT", default_value = DEFAULT_HTTP2_KEEPALIVE_TIMEOUT,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Age at which a connection is retired, so that long-lived streams
+    /// spread over replicas: the gateway sends HTTP/2 GOAWAY, stops reading
+    /// the connection's streams, answers what it read and ends each with
+    /// UNAVAILABLE "connection age reached, reconnect". Off when unset.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_CONNECTION_AGE", value_parser = parse_duration,
+          value_name = "DURATION")]
+    pub max_connection_age: Option<Duration>,
+
+    /// After --max-connection-age, how long before the connection is closed
+    /// whatever is left on it.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_CONNECTION_AGE_GRACE", default_value = DEFAULT_MAX_CONNECTION_AGE_GRACE,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub max_connection_age_grace: Duration,
+
+    /// How long a response may wait for its client to read it before the
+    /// stream is ended with RESOURCE_EXHAUSTED (its records already handed
+    /// to Kafka still complete). At shutdown or connection age, 2 s.
+    #[arg(long, env = "KAFKA_GATEWAY_STALL_TIMEOUT", default_value = DEFAULT_STALL_TIMEOUT,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub stall_timeout: Duration,
 }
 
 /// Batch compression codecs librdkafka supports.
@@ -234,12 +318,21 @@ impl Config {
                 self.max_record_bytes, self.max_batch_bytes
             )));
         }
-        for (key, _) in &self.librdkafka_options {
+        if self.max_total_in_flight_bytes < self.max_batch_bytes + BATCH_OVERHEAD {
+            return Err(Error::Config(format!(
+                "--max-total-in-flight-bytes ({}) cannot hold one batch of --max-batch-bytes \
+                 ({}) plus {BATCH_OVERHEAD} bytes of bookkeeping; raise it or lower \
+                 --max-batch-bytes",
+                self.max_total_in_flight_bytes, self.max_batch_bytes
+            )));
+        }
+        for (key, value) in &self.librdkafka_options {
             if let Some((_, instead)) = OWNED_PROPERTIES.iter().find(|(owned, _)| owned == key) {
                 return Err(Error::Config(format!(
                     "-X {key} conflicts with a first-class option; use {instead}"
                 )));
             }
+            check_promise(key, value, self.enable_idempotence)?;
         }
         Ok(())
     }
@@ -253,6 +346,18 @@ impl Config {
             },
             max_batch_records: self.max_batch_records,
             max_record_bytes: self.max_record_bytes,
+            stall_timeout: self.stall_timeout,
+        }
+    }
+
+    /// The gateway-wide admission caps.
+    pub fn caps(&self) -> Caps {
+        Caps {
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_total_in_flight_bytes: self.max_total_in_flight_bytes,
+            max_batch_bytes: self.max_batch_bytes,
         }
     }
 
@@ -280,6 +385,40 @@ impl Config {
             config.set(key, value);
         }
         config
+    }
+}
+
+/// Refuses a passthrough property that would let an ok ack mean anything
+/// but "stored at this offset", or break the order of a stream.
+fn check_promise(key: &str, value: &str, idempotence: bool) -> Result<(), Error> {
+    let refuse = |why: &str| Err(Error::Config(format!("-X {key}={value} is refused: {why}")));
+    let value = value.trim();
+    match key {
+        "acks" | "request.required.acks" => {
+            let all = value.eq_ignore_ascii_case("all") || value == "-1";
+            if value == "0" {
+                return refuse(
+                    "with acks=0 the broker answers nothing, so every record would be acked ok \
+                     with no offset although nothing confirms it was stored; use acks=all (the default)",
+                );
+            }
+            if idempotence && !all {
+                return refuse(
+                    "the idempotent producer (--enable-idempotence, on by default) needs acks=all; \
+                     drop the option, or turn idempotence off and accept that retries may \
+                     reorder or duplicate records",
+                );
+            }
+            Ok(())
+        }
+        "transactional.id" => refuse(
+            "one transactional id for the whole process would fence itself; transactions \
+             are not offered by this gateway yet",
+        ),
+        "queuing.strategy" if !value.eq_ignore_ascii_case("fifo") => {
+            refuse("any strategy but fifo sends records out of the order they were received")
+        }
+        _ => Ok(()),
     }
 }
 

@@ -65,6 +65,20 @@ pub enum StreamError {
          reconnect and send the rest again"
     )]
     ShuttingDown,
+    /// The stream's connection reached `--max-connection-age`.
+    #[error(
+        "connection age reached, reconnect: every batch read so far was answered; \
+         send the rest again on a new connection (the gateway limits connection age \
+         so that load spreads over its replicas)"
+    )]
+    ConnectionAgeReached,
+    /// The client left a response unread for the stall timeout.
+    #[error(
+        "the client left a response unread for {timeout:?} (--stall-timeout): \
+         records already handed to Kafka completed, later ones were not sent; \
+         read responses as they arrive"
+    )]
+    Stalled { timeout: std::time::Duration },
 }
 
 impl From<StreamError> for Status {
@@ -75,15 +89,15 @@ impl From<StreamError> for Status {
                 Status::resource_exhausted(message)
             }
             StreamError::Malformed(_) => Status::invalid_argument(message),
-            StreamError::ShuttingDown => Status::unavailable(message),
+            StreamError::ShuttingDown | StreamError::ConnectionAgeReached => {
+                Status::unavailable(message)
+            }
+            StreamError::Stalled { .. } => Status::resource_exhausted(message),
         }
     }
 }
 
 impl StreamError {
-    /// Sorts an error read from the inbound stream: a broken message ends the
-    /// stream with a status; anything else means the client went away, and
-    /// there is nobody left to tell (`None`).
     /// A short name, for the metrics of why streams ended.
     pub fn label(&self) -> &'static str {
         match self {
@@ -91,15 +105,35 @@ impl StreamError {
             StreamError::BatchTooLarge(_) => "batch_too_large",
             StreamError::Malformed(_) => "malformed",
             StreamError::ShuttingDown => "shutdown",
+            StreamError::ConnectionAgeReached => "connection_age",
+            StreamError::Stalled { .. } => "stalled",
         }
     }
 
+    /// The gateway, not the client, ended the stream: the client may send
+    /// the rest again elsewhere.
+    pub fn is_stop(&self) -> bool {
+        matches!(
+            self,
+            StreamError::ShuttingDown | StreamError::ConnectionAgeReached
+        )
+    }
+
+    /// Sorts an error read from the inbound stream: a broken message ends the
+    /// stream with a status; anything else means the client went away, and
+    /// there is nobody left to tell (`None`).
     pub fn from_inbound(status: &Status) -> Option<StreamError> {
         match status.code() {
             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
                 Some(StreamError::BatchTooLarge(status.message().to_owned()))
             }
-            tonic::Code::Internal if status.message().contains("decode") => {
+            // Undecodable protobuf, a truncated message, a bad compression
+            // flag or payload: the client sent something broken.
+            tonic::Code::Internal
+                if ["decod", "protocol error", "decompress"]
+                    .iter()
+                    .any(|needle| status.message().contains(needle)) =>
+            {
                 Some(StreamError::Malformed(status.message().to_owned()))
             }
             _ => None,

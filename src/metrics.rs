@@ -34,9 +34,16 @@ pub struct RecordLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndLabels {
-    /// `completed`, `client_gone`, `shutdown`, `too_many_records`,
-    /// `batch_too_large` or `malformed`.
+    /// `completed`, `client_gone`, `stalled`, `shutdown`, `connection_age`,
+    /// `too_many_records`, `batch_too_large` or `malformed`.
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `connections`, `streams`, `streams_per_connection` or
+    /// `total_in_flight_bytes`.
+    pub limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +63,10 @@ pub struct Metrics {
     in_flight_bytes: Gauge,
     open_streams: Gauge,
     stream_ends: Family<EndLabels, Counter>,
+    limit_current: Family<LimitLabels, Gauge>,
+    limit_max: Family<LimitLabels, Gauge>,
+    limit_refused: Family<LimitLabels, Counter>,
+    limit_waits: Family<LimitLabels, Counter>,
     librdkafka: LibrdkafkaMetrics,
 }
 
@@ -131,6 +142,30 @@ impl Metrics {
             "Streams ended, by reason",
             stream_ends.clone(),
         );
+        let limit_current = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "limit_current",
+            "Use of each admission limit now (connections, streams, bytes)",
+            limit_current.clone(),
+        );
+        let limit_max = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "limit_max",
+            "The cap of each admission limit",
+            limit_max.clone(),
+        );
+        let limit_refused = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refused",
+            "Connections and calls refused with RESOURCE_EXHAUSTED by a limit",
+            limit_refused.clone(),
+        );
+        let limit_waits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_waits",
+            "Times a stream stopped reading until a limit freed room",
+            limit_waits.clone(),
+        );
         let librdkafka =
             LibrdkafkaMetrics::register(registry.sub_registry_with_prefix("librdkafka"));
         Self {
@@ -143,8 +178,38 @@ impl Metrics {
             in_flight_bytes,
             open_streams,
             stream_ends,
+            limit_current,
+            limit_max,
+            limit_refused,
+            limit_waits,
             librdkafka,
         }
+    }
+
+    /// The gauge of a limit's use.
+    pub fn limit_current(&self, limit: &'static str) -> Gauge {
+        self.limit_current
+            .get_or_create(&LimitLabels { limit })
+            .clone()
+    }
+
+    /// The gauge of a limit's cap.
+    pub fn limit_max(&self, limit: &'static str) -> Gauge {
+        self.limit_max.get_or_create(&LimitLabels { limit }).clone()
+    }
+
+    /// The counter of refusals by a limit.
+    pub fn limit_refused(&self, limit: &'static str) -> Counter {
+        self.limit_refused
+            .get_or_create(&LimitLabels { limit })
+            .clone()
+    }
+
+    /// The counter of waits for a limit.
+    pub fn limit_waits(&self, limit: &'static str) -> Counter {
+        self.limit_waits
+            .get_or_create(&LimitLabels { limit })
+            .clone()
     }
 
     /// The OpenMetrics text of every metric.

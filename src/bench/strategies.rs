@@ -23,19 +23,19 @@ use futures_util::stream::{self, FuturesOrdered, Stream, StreamExt};
 use hdrhistogram::Histogram;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::limits::Reservations;
 use crate::metrics::Metrics;
 use crate::produce::kafka::KafkaSender;
-use crate::produce::{Observers, OutboundRecord, Sender, drive};
+use crate::produce::{Observers, OutboundRecord, Sender, Stop, drive, respond};
 use crate::proto::producer_client::ProducerClient;
 use crate::proto::{ProduceRequest, ProduceResponse, Record, record_result};
-use crate::{Listeners, Tracing, shutdown};
+use crate::{Listeners, Tracing};
 
 use super::Strategy;
 use super::child::{Latency, Measured};
@@ -350,17 +350,18 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
         async move {
             let sent = Sent::default();
             let inbound = Box::pin(requests(&run, run.source(stream, start), sent.clone()).map(Ok));
-            let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+            let (responder, responses) = respond::channel(RESPONSE_BUFFER);
             let observers = Observers::none();
             let driver = drive(
                 &*sender,
                 &limits,
                 inbound,
-                tx,
-                shutdown::Signal::never(),
+                Reservations::default(),
+                responder,
+                Stop::never(),
                 &observers,
             );
-            let reader = read_responses(&run, ReceiverStream::new(rx), sent);
+            let reader = read_responses(&run, responses, sent);
             let (_, tally) = tokio::join!(driver, reader);
             tally
         }

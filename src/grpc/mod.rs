@@ -1,20 +1,26 @@
 //! The `kafka_gateway.v1.Producer` gRPC service: a thin shell that gives each
-//! stream a task running [`produce::drive`] and returns its responses.
+//! stream a task running [`produce::drive`] and returns its responses; and
+//! [`listener`], which accepts the connections it is served on.
+
+pub mod listener;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StreamError;
+use crate::limits::Reservations;
 use crate::metrics::Metrics;
-use crate::produce::{self, Observers, StreamLimits, Summary, kafka::KafkaSender};
+use crate::produce::{
+    self, Observers, ResponseStream, Stop, StreamLimits, Summary, kafka::KafkaSender,
+};
 use crate::proto::producer_server::{Producer, ProducerServer};
 use crate::proto::{ProduceRequest, ProduceResponse};
 use crate::shutdown;
 use crate::telemetry::Tracing;
+
+use listener::ConnInfo;
 
 /// Responses buffered per stream before the driver waits for the client to
 /// read: small, because each one is a whole batch's acks.
@@ -60,39 +66,70 @@ impl ProducerService {
     }
 
     /// Starts a task driving one stream; its responses arrive on the returned
-    /// receiver. Its batches' spans are children of the caller's context in
-    /// `metadata`.
+    /// stream. Its batches' spans are children of the caller's context in
+    /// `metadata`; `extensions` carry the connection's facts and the
+    /// reservations of the budget made for its messages.
     fn spawn_stream<In>(
         &self,
         kind: &'static str,
         metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
         inbound: In,
-    ) -> Result<mpsc::Receiver<Result<ProduceResponse, Status>>, Status>
+    ) -> Result<ResponseStream, Status>
     where
         In: tokio_stream::Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
     {
         if self.shutdown.is_requested() {
             return Err(StreamError::ShuttingDown.into());
         }
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let age_deadline = extensions
+            .get::<ConnInfo>()
+            .and_then(|info| info.age_deadline);
+        if age_deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
+            return Err(StreamError::ConnectionAgeReached.into());
+        }
+        let reservations = extensions
+            .get::<Reservations>()
+            .cloned()
+            .unwrap_or_default();
+        let (responder, responses) = produce::respond::channel(RESPONSE_BUFFER);
         let sender = self.sender.clone();
         let limits = self.limits;
-        let shutdown = self.shutdown.clone();
+        let stop = Stop::new(self.shutdown.clone(), age_deadline);
         let observers = Observers {
             metrics: self.metrics.clone(),
             tracing: self.tracing.clone(),
             parent: self.tracing.extract(metadata),
         };
         self.tasks.spawn(async move {
-            let summary =
-                produce::drive(&*sender, &limits, inbound, tx, shutdown, &observers).await;
+            let summary = produce::drive(
+                &*sender,
+                &limits,
+                inbound,
+                reservations,
+                responder,
+                stop,
+                &observers,
+            )
+            .await;
             log_summary(kind, &summary);
         });
-        Ok(rx)
+        Ok(responses)
     }
 }
 
 fn log_summary(kind: &'static str, summary: &Summary) {
+    if summary.stalled {
+        tracing::info!(
+            kind,
+            batches = summary.batches,
+            records_ok = summary.records_ok,
+            records_failed = summary.records_failed,
+            records_abandoned = summary.records_abandoned,
+            "client stopped reading its responses: its in-flight records completed, unsent ones were dropped"
+        );
+        return;
+    }
     if summary.client_gone {
         tracing::info!(
             kind,
@@ -115,25 +152,25 @@ fn log_summary(kind: &'static str, summary: &Summary) {
 
 #[tonic::async_trait]
 impl Producer for ProducerService {
-    type ProduceStream = ReceiverStream<Result<ProduceResponse, Status>>;
+    type ProduceStream = ResponseStream;
 
     async fn produce(
         &self,
         request: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStream>, Status> {
-        let (metadata, _, inbound) = request.into_parts();
-        let rx = self.spawn_stream("stream", &metadata, inbound)?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let (metadata, extensions, inbound) = request.into_parts();
+        let responses = self.spawn_stream("stream", &metadata, &extensions, inbound)?;
+        Ok(Response::new(responses))
     }
 
     async fn produce_batch(
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
+        let (metadata, extensions, request) = request.into_parts();
         let inbound = tokio_stream::once(Ok(request));
-        let mut rx = self.spawn_stream("unary", &metadata, inbound)?;
-        match rx.recv().await {
+        let mut responses = self.spawn_stream("unary", &metadata, &extensions, inbound)?;
+        match responses.recv().await {
             Some(Ok(response)) => Ok(Response::new(response)),
             Some(Err(status)) => Err(status),
             None => Err(StreamError::ShuttingDown.into()),

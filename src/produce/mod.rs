@@ -5,13 +5,15 @@
 //!   a per-record error;
 //! - [`stream`] drives one gRPC stream: it reads batches, hands their records
 //!   to a [`Sender`] strictly in order through the [`window`], and releases one
-//!   response per batch, in order;
+//!   response per batch, in order, through [`respond`];
 //! - [`kafka`] is the [`Sender`] that owns the shared librdkafka producer.
 //!
 //! The driver only knows the [`Sender`] trait, so its ordering and
 //! backpressure are unit-tested without Kafka.
 
+mod batches;
 pub mod kafka;
+pub mod respond;
 pub mod stream;
 pub mod validate;
 pub mod window;
@@ -24,7 +26,8 @@ use bytes::Bytes;
 use crate::proto;
 use crate::telemetry::TraceHeaders;
 
-pub use stream::{Observers, StreamLimits, Summary, drive};
+pub use respond::{Responder, ResponseStream};
+pub use stream::{Observers, Stop, StreamLimits, Summary, drive};
 pub use window::Limits;
 
 /// A record that passed validation, ready for librdkafka.

@@ -6,27 +6,38 @@
 //! 1. hands over the records already read, oldest first, while the window has
 //!    room and librdkafka takes them (on `QueueFull` the record waits at the
 //!    head of the line and is retried after the oldest delivery completes);
-//! 2. writes every batch response whose records are all resolved, in order;
-//! 3. waits for the next event: the oldest delivery, the next batch (read
-//!    only when every record read so far has been handed over, so a full
-//!    window stops the reading and HTTP/2 flow control reaches the client),
-//!    the client leaving, or shutdown.
+//! 2. hands every batch response whose records are all resolved to the
+//!    client, in order, as long as the client reads them;
+//! 3. waits for the next event: the oldest delivery, room for a response,
+//!    the next batch, the client leaving or stalling, or a stop (shutdown,
+//!    connection age).
+//!
+//! Everything the driver holds is bounded by what it has not answered yet:
+//! it reads the next batch only when every record read so far was handed
+//! over and the unanswered batches hold fewer than the window's records and
+//! bytes ([`Batches`] counts them, an empty batch as one record). A stream
+//! stuck on one record therefore stops reading, whatever its client sends,
+//! and HTTP/2 flow control holds the client back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use prost::Message as _;
+use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::error::StreamError;
-use crate::metrics::{self, Metrics, RecordLabels};
-use crate::proto::{ProduceRequest, ProduceResponse, RecordError, RecordResult};
+use crate::limits::{BATCH_OVERHEAD, Reservations};
+use crate::metrics::Metrics;
+use crate::proto::{ProduceRequest, RecordError};
 use crate::shutdown;
-use crate::telemetry::{BatchTrace, Tracing};
+use crate::telemetry::Tracing;
 
+use super::batches::{Batches, Tag};
+use super::respond::{Blocked, Responder};
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
 use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result, ok_result};
@@ -41,21 +52,29 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 /// that thousands of mostly idle streams do not each hold a batch's worth.
 const PENDING_KEPT: usize = 16;
 
-/// How long a stream ended by shutdown keeps reading (and discarding) what
-/// its client still sends, so that the client reads the final status before
-/// the process closes its connection. Closing a socket with unread data
-/// resets it, and a reset can destroy the status in the client's buffers.
-const SHUTDOWN_LINGER: Duration = Duration::from_secs(2);
+/// How long a stream ended by a stop keeps reading (and discarding) what its
+/// client still sends, so that the client reads the final status before the
+/// connection closes. Closing a socket with unread data resets it, and a
+/// reset can destroy the status in the client's buffers.
+const STOP_LINGER: Duration = Duration::from_secs(2);
+
+/// Once a stream is told to stop, how long its client may leave a response
+/// unread before the stream is ended without waiting for the stall timeout.
+const STOP_STALL: Duration = Duration::from_secs(2);
 
 /// The per-stream bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {
-    /// The ordered send window's bounds.
+    /// The ordered send window's bounds; the batches a stream read and has
+    /// not answered are held to the same bounds.
     pub window: Limits,
     /// Records one batch may hold; a larger batch ends the stream.
     pub max_batch_records: usize,
     /// Payload bytes one record may hold; a larger record gets an error.
     pub max_record_bytes: usize,
+    /// How long a response may wait for the client to read it before the
+    /// stream is ended (its records in flight still complete).
+    pub stall_timeout: Duration,
 }
 
 /// What happened on one stream, for logs and metrics.
@@ -67,22 +86,13 @@ pub struct Summary {
     pub records_ok: u64,
     /// Records that got an error result (validation, enqueue or delivery).
     pub records_failed: u64,
-    /// Records read but never handed to Kafka because the client left.
+    /// Records read but never handed to Kafka because nobody was left to
+    /// answer.
     pub records_abandoned: u64,
     /// The client went away before the stream ended.
     pub client_gone: bool,
-}
-
-/// Identifies one record in flight.
-struct Tag {
-    /// Its batch's sequence number in this stream.
-    seq: u64,
-    /// Its index in the batch.
-    index: usize,
-    /// For the ack.
-    topic: Arc<str>,
-    /// Payload bytes, for the metrics.
-    size: usize,
+    /// The client stopped reading its responses and the stream was ended.
+    pub stalled: bool,
 }
 
 /// Where a stream reports what it does: the process's metrics, and the
@@ -106,16 +116,97 @@ impl Observers {
     }
 }
 
+/// What can stop a stream's reading before its client is done: the
+/// gateway's shutdown, or its connection reaching `--max-connection-age`.
+#[derive(Clone)]
+pub struct Stop {
+    shutdown: shutdown::Signal,
+    connection_age: Option<Instant>,
+}
+
+impl Stop {
+    pub fn new(shutdown: shutdown::Signal, connection_age: Option<Instant>) -> Self {
+        Self {
+            shutdown,
+            connection_age,
+        }
+    }
+
+    /// Nothing stops the stream but its client.
+    pub fn never() -> Self {
+        Self::new(shutdown::Signal::never(), None)
+    }
+
+    /// Resolves with the reason once the stream must stop. Cancel-safe.
+    async fn requested(&mut self) -> StreamError {
+        let age = async {
+            match self.connection_age {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.shutdown.requested() => StreamError::ShuttingDown,
+            () = age => StreamError::ConnectionAgeReached,
+        }
+    }
+}
+
+/// Where a stream's reading stands.
+enum Intake {
+    /// Reading, as room allows.
+    Open,
+    /// The client finished sending: answer everything, then end OK.
+    Finished,
+    /// Told to stop at `since`: answer what was read, then end with the error.
+    Stopped { error: StreamError, since: Instant },
+    /// Nobody reads the answers any more: complete what is in flight, answer
+    /// nothing.
+    Abandoned(Abandon),
+}
+
+enum Abandon {
+    /// The client went away.
+    Gone,
+    /// The client left responses unread past the stall timeout (or past
+    /// [`STOP_STALL`] after a stop). Ends with this status.
+    Stalled(Status),
+}
+
+impl Intake {
+    fn is_open(&self) -> bool {
+        matches!(self, Intake::Open)
+    }
+
+    fn is_abandoned(&self) -> bool {
+        matches!(self, Intake::Abandoned(_))
+    }
+
+    /// When a response blocked since `blocked_since` makes the stream stall.
+    fn stall_deadline(&self, blocked_since: Instant, limits: &StreamLimits) -> Instant {
+        let deadline = blocked_since + limits.stall_timeout;
+        match self {
+            Intake::Stopped { since, .. } => deadline.min(blocked_since.max(*since) + STOP_STALL),
+            _ => deadline,
+        }
+    }
+}
+
 /// Runs one stream to its end. Returns when the client closed its side and
-/// every batch was answered, when the stream broke or shutdown was requested
-/// (after answering every batch already read), or when the client left (after
-/// every record in flight completed).
+/// every batch was answered, when the stream broke or was stopped (after
+/// answering every batch already read), or when nobody is left to answer
+/// (after every record in flight completed).
+///
+/// `reservations` holds each batch's share of the gateway's memory budget,
+/// in the order the batches arrive; the driver keeps each one until the
+/// batch is answered.
 pub async fn drive<S, In>(
     sender: &S,
     limits: &StreamLimits,
     mut inbound: In,
-    outbound: mpsc::Sender<Result<ProduceResponse, Status>>,
-    mut shutdown: shutdown::Signal,
+    reservations: Reservations,
+    responder: Responder,
+    mut stop: Stop,
     observers: &Observers,
 ) -> Summary
 where
@@ -131,13 +222,14 @@ where
     // Records read but not yet handed to librdkafka, in stream order.
     let mut pending: VecDeque<(Tag, OutboundRecord)> = VecDeque::new();
     let mut summary = Summary::default();
-    let mut reading = true;
-    let mut end: Option<StreamError> = None;
+    let mut intake = Intake::Open;
+    // Since when the front response waits for the client to read.
+    let mut blocked_since: Option<Instant> = None;
 
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
         let mut queue_full = false;
-        if summary.client_gone {
+        if intake.is_abandoned() {
             summary.records_abandoned += pending.len() as u64;
             pending.clear();
         }
@@ -169,21 +261,47 @@ where
         metrics.in_flight(now.0 - in_flight.0, now.1 - in_flight.1);
         in_flight = now;
 
-        // 2. Answer finished batches, in order.
-        while !summary.client_gone
-            && let Some(response) = batches.pop_ready()
-        {
-            if outbound.send(Ok(response)).await.is_err() {
-                summary.client_gone = true;
-                reading = false;
+        // 2. Answer finished batches, in order, while the client reads.
+        while batches.front_is_ready() {
+            if intake.is_abandoned() {
+                batches.pop_ready();
+                continue;
+            }
+            match responder.try_reserve() {
+                Ok(permit) => {
+                    permit.send(batches.pop_ready().expect("the front is ready"));
+                    blocked_since = None;
+                }
+                Err(Blocked::Full) => {
+                    blocked_since.get_or_insert_with(Instant::now);
+                    break;
+                }
+                Err(Blocked::Gone) => {
+                    summary.client_gone = true;
+                    intake = Intake::Abandoned(Abandon::Gone);
+                }
             }
         }
 
-        if !reading && pending.is_empty() && window.is_empty() {
+        let done = match intake {
+            Intake::Open => false,
+            // Nobody to answer: done once nothing of ours is in librdkafka.
+            Intake::Abandoned(_) => pending.is_empty() && window.is_empty(),
+            Intake::Finished | Intake::Stopped { .. } => {
+                pending.is_empty() && window.is_empty() && batches.is_empty()
+            }
+        };
+        if done {
             break;
         }
 
         // 3. Wait for something to happen.
+        let blocked = blocked_since.filter(|_| !intake.is_abandoned());
+        let stall_at = blocked.map(|since| intake.stall_deadline(since, limits));
+        let can_read = intake.is_open()
+            && pending.is_empty()
+            && batches.held_records() < limits.window.max_records
+            && batches.held_bytes() < limits.window.max_bytes;
         tokio::select! {
             biased;
             done = window.next_done(), if !window.is_empty() => {
@@ -199,60 +317,76 @@ where
             // An async block, so the timer is only built (and the clock
             // read) when this branch is enabled, not on every turn.
             () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await }, if queue_full && window.is_empty() => {}
-            () = outbound.closed(), if !summary.client_gone => {
+            room = responder.ready(), if blocked.is_some() => {
+                if !room {
+                    summary.client_gone = true;
+                    intake = Intake::Abandoned(Abandon::Gone);
+                }
+            }
+            () = async { tokio::time::sleep_until(stall_at.expect("blocked")).await }, if stall_at.is_some() => {
+                let waited = Instant::now() - blocked.expect("blocked");
+                tracing::info!(?waited, "client left a response unread: ending its stream");
+                summary.stalled = true;
+                intake = Intake::Abandoned(Abandon::Stalled(StreamError::Stalled {
+                    timeout: limits.stall_timeout,
+                }.into()));
+            }
+            () = responder.closed(), if !intake.is_abandoned() => {
                 summary.client_gone = true;
-                reading = false;
+                intake = Intake::Abandoned(Abandon::Gone);
             }
-            () = shutdown.requested(), if reading => {
-                reading = false;
-                end = Some(StreamError::ShuttingDown);
+            error = stop.requested(), if intake.is_open() => {
+                intake = Intake::Stopped { error, since: Instant::now() };
             }
-            next = inbound.next(), if reading && pending.is_empty() => match next {
-                None => reading = false,
+            next = inbound.next(), if can_read => match next {
+                None => intake = Intake::Finished,
                 Some(Ok(request)) => {
                     summary.batches += 1;
-                    let stream = StreamState { batches: &mut batches, pending: &mut pending, summary: &mut summary };
-                    if let Err(err) = accept(sender, limits, observers, request, stream).await
+                    let mut reservation = reservations.take();
+                    if let Some(reservation) = &mut reservation
+                        && reservation.is_for_compressed()
                     {
-                        reading = false;
-                        end = Some(err);
+                        // Reserved at the worst case; now the size is known.
+                        reservation.shrink_to(request.encoded_len() + BATCH_OVERHEAD);
+                    }
+                    let stream = StreamState { batches: &mut batches, pending: &mut pending, summary: &mut summary };
+                    if let Err(error) = accept(sender, limits, observers, request, reservation, stream).await {
+                        intake = Intake::Stopped { error, since: Instant::now() };
                     }
                 }
-                Some(Err(status)) => {
-                    reading = false;
-                    match StreamError::from_inbound(&status) {
-                        Some(err) => end = Some(err),
-                        None => {
-                            tracing::debug!(%status, "client stream ended with an error");
-                            summary.client_gone = true;
-                        }
+                Some(Err(status)) => match StreamError::from_inbound(&status) {
+                    Some(error) => intake = Intake::Stopped { error, since: Instant::now() },
+                    None => {
+                        tracing::debug!(%status, "client stream ended with an error");
+                        summary.client_gone = true;
+                        intake = Intake::Abandoned(Abandon::Gone);
                     }
-                }
+                },
             },
         }
     }
 
     metrics.in_flight(-in_flight.0, -in_flight.1);
-    metrics.stream_ended(match (&end, summary.client_gone) {
-        (_, true) => "client_gone",
-        (Some(err), false) => err.label(),
-        (None, false) => "completed",
-    });
-    if let Some(err) = end
-        && !summary.client_gone
-    {
-        tracing::debug!(%err, "ending stream");
-        let linger = matches!(err, StreamError::ShuttingDown);
-        let _ = outbound.send(Err(err.into())).await;
-        if linger {
-            // The response ends here; batches still arriving are never read
-            // into the window, so never produced and never answered.
-            drop(outbound);
-            let _ = tokio::time::timeout(SHUTDOWN_LINGER, async {
-                while let Some(Ok(_)) = inbound.next().await {}
-            })
-            .await;
+    let (label, status, linger) = match intake {
+        Intake::Open => unreachable!("the loop ends only once reading stopped"),
+        Intake::Finished => ("completed", None, false),
+        Intake::Abandoned(Abandon::Gone) => ("client_gone", None, false),
+        Intake::Abandoned(Abandon::Stalled(status)) => ("stalled", Some(status), false),
+        Intake::Stopped { error, .. } => {
+            tracing::debug!(%error, "ending stream");
+            let (label, linger) = (error.label(), error.is_stop());
+            (label, Some(Status::from(error)), linger)
         }
+    };
+    metrics.stream_ended(label);
+    responder.end(status);
+    if linger {
+        // The response has ended; batches still arriving are never read
+        // into the window, so never produced and never answered.
+        let _ = tokio::time::timeout(STOP_LINGER, async {
+            while let Some(Ok(_)) = inbound.next().await {}
+        })
+        .await;
     }
     summary
 }
@@ -292,6 +426,7 @@ async fn accept<S: Sender>(
     limits: &StreamLimits,
     observers: &Observers,
     request: ProduceRequest,
+    reservation: Option<crate::limits::Reservation>,
     stream: StreamState<'_>,
 ) -> Result<(), StreamError> {
     if request.records.len() > limits.max_batch_records {
@@ -313,9 +448,13 @@ async fn accept<S: Sender>(
     );
     let trace_headers = trace.headers.clone();
     let metrics = &*observers.metrics;
-    let seq = stream
-        .batches
-        .open(request.batch_id, request.records.len(), trace, metrics);
+    let seq = stream.batches.open(
+        request.batch_id,
+        request.records.len(),
+        trace,
+        reservation,
+        metrics,
+    );
     let default_topic = DefaultTopic::new(request.topic);
     // Each topic of the batch is made sure of once, before its first record
     // is queued; a topic that cannot be had fails its records.
@@ -324,8 +463,10 @@ async fn accept<S: Sender>(
     // share one topic (the same `Arc` when it is the batch's default), so
     // most skip hashing the name.
     let mut last: Option<(Arc<str>, Option<RecordError>)> = None;
+    let mut held_bytes = 0;
     for (index, record) in request.records.into_iter().enumerate() {
         let size = validate::record_size(&record);
+        held_bytes += size;
         let mut record =
             match validate::prepare(record, size, &default_topic, limits.max_record_bytes) {
                 Ok(record) => record,
@@ -377,6 +518,7 @@ async fn accept<S: Sender>(
             }
         }
     }
+    stream.batches.hold_bytes(seq, held_bytes);
     Ok(())
 }
 
@@ -395,118 +537,6 @@ fn batch_topic(request: &ProduceRequest) -> Option<&str> {
     topic
 }
 
-/// The batches of one stream whose responses have not been written yet,
-/// oldest first.
-#[derive(Default)]
-struct Batches {
-    /// Sequence number of the front batch.
-    front_seq: u64,
-    queue: VecDeque<PendingBatch>,
-}
-
-struct PendingBatch {
-    batch_id: u64,
-    /// One slot per record, filled as results arrive in any order.
-    results: Vec<Option<RecordResult>>,
-    /// Slots still empty.
-    outstanding: usize,
-    /// When the batch entered the window.
-    started: Instant,
-    trace: BatchTrace,
-    /// Records and bytes per metric label set, counted when the batch ends.
-    tally: Vec<(RecordLabels, u64, u64)>,
-}
-
-impl PendingBatch {
-    /// Every record's result is known: the span ends, the metrics count.
-    fn finish(&mut self, metrics: &Metrics) {
-        self.trace.finish(self.results.len());
-        metrics.batch_done(self.started.elapsed());
-        for (labels, records, bytes) in self.tally.drain(..) {
-            metrics.records(&labels, records, bytes);
-        }
-    }
-}
-
-impl Batches {
-    /// Opens a batch of `records` records and returns its sequence number.
-    fn open(&mut self, batch_id: u64, records: usize, trace: BatchTrace, metrics: &Metrics) -> u64 {
-        let seq = self.front_seq + self.queue.len() as u64;
-        let mut batch = PendingBatch {
-            batch_id,
-            results: vec![None; records],
-            outstanding: records,
-            started: Instant::now(),
-            trace,
-            tally: Vec::new(),
-        };
-        if records == 0 {
-            batch.finish(metrics);
-        }
-        self.queue.push_back(batch);
-        seq
-    }
-
-    fn resolve(&mut self, tag: &Tag, result: RecordResult, metrics: &Metrics) {
-        let batch = &mut self.queue[(tag.seq - self.front_seq) as usize];
-        let label = metrics::result_label(&result);
-        let topic = if metrics::topic_is_known(label) {
-            &*tag.topic
-        } else {
-            ""
-        };
-        match batch
-            .tally
-            .iter_mut()
-            .find(|(labels, _, _)| labels.result == label && labels.topic == topic)
-        {
-            Some((_, records, bytes)) => {
-                *records += 1;
-                *bytes += tag.size as u64;
-            }
-            None => batch.tally.push((
-                RecordLabels {
-                    topic: topic.to_owned(),
-                    result: label,
-                },
-                1,
-                tag.size as u64,
-            )),
-        }
-        batch.trace.record(tag.index, &result);
-        let slot = &mut batch.results[tag.index];
-        debug_assert!(
-            slot.is_none(),
-            "record {}/{} resolved twice",
-            tag.seq,
-            tag.index
-        );
-        if slot.replace(result).is_none() {
-            batch.outstanding -= 1;
-            if batch.outstanding == 0 {
-                batch.finish(metrics);
-            }
-        }
-    }
-
-    /// The front batch's response, once all its records are resolved.
-    fn pop_ready(&mut self) -> Option<ProduceResponse> {
-        if self.queue.front()?.outstanding > 0 {
-            return None;
-        }
-        let batch = self.queue.pop_front()?;
-        self.front_seq += 1;
-        Some(ProduceResponse {
-            batch_id: batch.batch_id,
-            results: batch
-                .results
-                .into_iter()
-                .map(|r| r.expect("every record of a finished batch has a result"))
-                .collect(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The driver against a fake Kafka whose deliveries complete in an order
@@ -520,10 +550,15 @@ mod tests {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use tokio::sync::oneshot;
+    use tokio::sync::{mpsc, oneshot};
     use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
+    use crate::produce::respond::{self, ResponseStream};
+    use crate::proto::{ProduceResponse, RecordResult};
+
+    /// Responses the fake client's channel holds unread.
+    const RESPONSES: usize = 128;
     use crate::error::record_error;
     use crate::produce::{Delivered, DeliveryResult};
     use crate::proto::{self, ErrorCode, Record, record_result};
@@ -664,29 +699,37 @@ mod tests {
         }
     }
 
-    /// Runs the driver in a task of its own, as the service does.
+    /// Runs the driver in a task of its own, as the service does; returns
+    /// the task and what the client receives.
     fn spawn_driver<In>(
         kafka: &FakeKafka,
         limits: StreamLimits,
         inbound: In,
-        outbound: mpsc::Sender<Result<ProduceResponse, Status>>,
-        signal: shutdown::Signal,
-    ) -> tokio::task::JoinHandle<Summary>
+        stop: Stop,
+    ) -> (tokio::task::JoinHandle<Summary>, ResponseStream)
     where
         In: Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
     {
         let kafka = kafka.clone();
-        tokio::spawn(async move {
+        let (responder, responses) = respond::channel(RESPONSES);
+        let task = tokio::spawn(async move {
             drive(
                 &kafka,
                 &limits,
                 inbound,
-                outbound,
-                signal,
+                Reservations::default(),
+                responder,
+                stop,
                 &Observers::none(),
             )
             .await
-        })
+        });
+        (task, responses)
+    }
+
+    /// The next item if one is there now.
+    fn try_recv(responses: &mut ResponseStream) -> Option<Result<ProduceResponse, Status>> {
+        responses.recv().now_or_never().flatten()
     }
 
     fn limits(max_records: usize, max_bytes: usize) -> StreamLimits {
@@ -697,6 +740,7 @@ mod tests {
             },
             max_batch_records: 1_000,
             max_record_bytes: 1_000,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 
@@ -743,7 +787,7 @@ mod tests {
         requests: Vec<ProduceRequest>,
         seed: u64,
     ) -> (Vec<Result<ProduceResponse, Status>>, Summary) {
-        let (tx, mut rx) = mpsc::channel(4);
+        let (responder, mut responses) = respond::channel(4);
         let broker = {
             let kafka = kafka.clone();
             tokio::spawn(async move {
@@ -760,13 +804,14 @@ mod tests {
             kafka,
             &limits,
             inbound,
-            tx,
-            shutdown::Signal::never(),
+            Reservations::default(),
+            responder,
+            Stop::never(),
             &observers,
         );
         let collect = async {
             let mut out = Vec::new();
-            while let Some(item) = rx.recv().await {
+            while let Some(item) = responses.recv().await {
                 out.push(item);
             }
             out
@@ -861,25 +906,24 @@ mod tests {
                 item
             })
         };
-        let (tx, mut rx) = mpsc::channel(128);
         let limits = limits(4, 10_000);
-        let driver = spawn_driver(&kafka, limits, inbound, tx, shutdown::Signal::never());
+        let (driver, mut rx) = spawn_driver(&kafka, limits, inbound, Stop::never());
         // Nothing is delivered: the driver fills the window, then must stop.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(kafka.accepted().len(), 4);
         assert_eq!(
             read.load(Ordering::SeqCst),
-            5,
-            "4 batches in the window and 1 waiting, no more"
+            4,
+            "4 batches in the window, no more: unanswered batches hold the window's worth"
         );
-        assert!(rx.try_recv().is_err(), "no ack before a delivery");
+        assert!(try_recv(&mut rx).is_none(), "no ack before a delivery");
 
         let mut rng = Rng(9);
         let mut answered = 0;
         while answered < 100 {
             while kafka.deliver_one(&mut rng) {}
             tokio::time::sleep(Duration::from_millis(1)).await;
-            while let Ok(response) = rx.try_recv() {
+            while let Some(response) = try_recv(&mut rx) {
                 assert_eq!(response.unwrap().batch_id, answered);
                 answered += 1;
             }
@@ -975,9 +1019,9 @@ mod tests {
         let kafka = FakeKafka::new(usize::MAX);
         let (trigger, signal) = shutdown::channel();
         let (in_tx, in_rx) = mpsc::channel(8);
-        let (tx, mut rx) = mpsc::channel(8);
         let limits = limits(100, 100_000);
-        let driver = spawn_driver(&kafka, limits, ReceiverStream::new(in_rx), tx, signal);
+        let stop = Stop::new(signal, None);
+        let (driver, mut rx) = spawn_driver(&kafka, limits, ReceiverStream::new(in_rx), stop);
         for request in batches(&[3, 4]) {
             in_tx.send(Ok(request)).await.unwrap();
         }
@@ -1001,15 +1045,8 @@ mod tests {
     async fn a_client_that_leaves_still_has_its_in_flight_records_completed() {
         let kafka = FakeKafka::new(usize::MAX);
         let (in_tx, in_rx) = mpsc::channel(8);
-        let (tx, rx) = mpsc::channel(8);
         let limits = limits(10, 100_000);
-        let driver = spawn_driver(
-            &kafka,
-            limits,
-            ReceiverStream::new(in_rx),
-            tx,
-            shutdown::Signal::never(),
-        );
+        let (driver, rx) = spawn_driver(&kafka, limits, ReceiverStream::new(in_rx), Stop::never());
         // 25 records: 10 enter the window, 15 wait behind it.
         in_tx.send(Ok(batches(&[25]).remove(0))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,193 @@
+//! The answers of one stream: the batches read and not yet answered, oldest
+//! first, each collecting its records' results in any order and released in
+//! stream order.
+//!
+//! What they hold is counted ([`Batches::held_records`],
+//! [`Batches::held_bytes`]) so that the driver stops reading when a stream
+//! holds too much, whether its records wait in the window or not: an empty
+//! batch counts as one record, and a batch whose records all failed
+//! validation counts until its response is read, so a client cannot pile up
+//! answers behind a stuck record.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::limits::Reservation;
+use crate::metrics::{self, Metrics, RecordLabels};
+use crate::proto::{ProduceResponse, RecordResult};
+use crate::telemetry::BatchTrace;
+
+/// Identifies one record of a stream.
+pub(super) struct Tag {
+    /// Its batch's sequence number in this stream.
+    pub seq: u64,
+    /// Its index in the batch.
+    pub index: usize,
+    /// For the ack.
+    pub topic: Arc<str>,
+    /// Payload bytes, for the metrics.
+    pub size: usize,
+}
+
+/// The batches of one stream whose responses have not been handed to the
+/// client yet, oldest first.
+#[derive(Default)]
+pub(super) struct Batches {
+    /// Sequence number of the front batch.
+    front_seq: u64,
+    queue: VecDeque<PendingBatch>,
+    /// Records of the batches in `queue`, an empty batch counting as one.
+    held_records: usize,
+    /// Payload bytes of the records of the batches in `queue`.
+    held_bytes: usize,
+}
+
+struct PendingBatch {
+    batch_id: u64,
+    /// One slot per record, filled as results arrive in any order.
+    results: Vec<Option<RecordResult>>,
+    /// Slots still empty.
+    outstanding: usize,
+    /// What this batch adds to [`Batches::held_records`] and `held_bytes`.
+    held: (usize, usize),
+    /// Its share of the gateway's memory budget, given back with the
+    /// response.
+    _reservation: Option<Reservation>,
+    /// When the batch entered the window.
+    started: Instant,
+    trace: BatchTrace,
+    /// Records and bytes per metric label set, counted when the batch ends.
+    tally: Vec<(RecordLabels, u64, u64)>,
+}
+
+impl PendingBatch {
+    /// Every record's result is known: the span ends, the metrics count.
+    fn finish(&mut self, metrics: &Metrics) {
+        self.trace.finish(self.results.len());
+        metrics.batch_done(self.started.elapsed());
+        for (labels, records, bytes) in self.tally.drain(..) {
+            metrics.records(&labels, records, bytes);
+        }
+    }
+}
+
+impl Batches {
+    /// Opens a batch of `records` records and returns its sequence number.
+    pub fn open(
+        &mut self,
+        batch_id: u64,
+        records: usize,
+        trace: BatchTrace,
+        reservation: Option<Reservation>,
+        metrics: &Metrics,
+    ) -> u64 {
+        let seq = self.front_seq + self.queue.len() as u64;
+        let held_records = records.max(1);
+        self.held_records += held_records;
+        let mut batch = PendingBatch {
+            batch_id,
+            results: vec![None; records],
+            outstanding: records,
+            held: (held_records, 0),
+            _reservation: reservation,
+            started: Instant::now(),
+            trace,
+            tally: Vec::new(),
+        };
+        if records == 0 {
+            batch.finish(metrics);
+        }
+        self.queue.push_back(batch);
+        seq
+    }
+
+    /// Counts `bytes` more payload bytes held by batch `seq`.
+    pub fn hold_bytes(&mut self, seq: u64, bytes: usize) {
+        let batch = &mut self.queue[(seq - self.front_seq) as usize];
+        batch.held.1 += bytes;
+        self.held_bytes += bytes;
+    }
+
+    /// Puts a record's result in its slot.
+    pub fn resolve(&mut self, tag: &Tag, result: RecordResult, metrics: &Metrics) {
+        let batch = &mut self.queue[(tag.seq - self.front_seq) as usize];
+        let label = metrics::result_label(&result);
+        let topic = if metrics::topic_is_known(label) {
+            &*tag.topic
+        } else {
+            ""
+        };
+        match batch
+            .tally
+            .iter_mut()
+            .find(|(labels, _, _)| labels.result == label && labels.topic == topic)
+        {
+            Some((_, records, bytes)) => {
+                *records += 1;
+                *bytes += tag.size as u64;
+            }
+            None => batch.tally.push((
+                RecordLabels {
+                    topic: topic.to_owned(),
+                    result: label,
+                },
+                1,
+                tag.size as u64,
+            )),
+        }
+        batch.trace.record(tag.index, &result);
+        let slot = &mut batch.results[tag.index];
+        debug_assert!(
+            slot.is_none(),
+            "record {}/{} resolved twice",
+            tag.seq,
+            tag.index
+        );
+        if slot.replace(result).is_none() {
+            batch.outstanding -= 1;
+            if batch.outstanding == 0 {
+                batch.finish(metrics);
+            }
+        }
+    }
+
+    /// Whether the front batch has every result and can be answered.
+    pub fn front_is_ready(&self) -> bool {
+        self.queue.front().is_some_and(|b| b.outstanding == 0)
+    }
+
+    /// The front batch's response, once all its records are resolved; what
+    /// it held is released.
+    pub fn pop_ready(&mut self) -> Option<ProduceResponse> {
+        if !self.front_is_ready() {
+            return None;
+        }
+        let batch = self.queue.pop_front()?;
+        self.front_seq += 1;
+        self.held_records -= batch.held.0;
+        self.held_bytes -= batch.held.1;
+        Some(ProduceResponse {
+            batch_id: batch.batch_id,
+            results: batch
+                .results
+                .into_iter()
+                .map(|r| r.expect("every record of a finished batch has a result"))
+                .collect(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Records of the unanswered batches, an empty batch counting as one.
+    pub fn held_records(&self) -> usize {
+        self.held_records
+    }
+
+    /// Payload bytes of the unanswered batches' records.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+}
