@@ -10,7 +10,6 @@
 //!   an exit code.
 
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use tonic::Status;
 
 use crate::proto::{self, ErrorCode};
@@ -154,150 +153,9 @@ pub fn record_error(
     }
 }
 
-/// Maps a librdkafka failure of one record (at enqueue or at delivery) to the
-/// error in its ack.
-pub fn record_error_from_kafka(err: &KafkaError) -> proto::RecordError {
-    let Some(code) = err.rdkafka_error_code() else {
-        return record_error(ErrorCode::Internal, err.to_string(), false);
-    };
-    let (kind, retriable) = classify(code);
-    let message = format!("{} ({})", description(code), error_name(code));
-    record_error(kind, message, retriable)
-}
-
-/// The error code for a librdkafka error, and whether sending the same record
-/// again can succeed.
-fn classify(code: RDKafkaErrorCode) -> (ErrorCode, bool) {
-    use RDKafkaErrorCode as K;
-    match code {
-        K::MessageSizeTooLarge | K::InvalidMessageSize => (ErrorCode::RecordTooLarge, false),
-        K::UnknownTopicOrPartition | K::UnknownTopic => (ErrorCode::UnknownTopic, false),
-        K::UnknownPartition | K::InvalidPartitions => (ErrorCode::UnknownPartition, false),
-        K::TopicAuthorizationFailed
-        | K::ClusterAuthorizationFailed
-        | K::TransactionalIdAuthorizationFailed
-        | K::SaslAuthenticationFailed
-        | K::Authentication => (ErrorCode::NotAuthorized, false),
-        K::MessageTimedOut | K::RequestTimedOut => (ErrorCode::TimedOut, true),
-        K::InvalidTopic | K::InvalidRecord | K::PolicyViolation => {
-            (ErrorCode::InvalidRecord, false)
-        }
-        K::AllBrokersDown
-        | K::BrokerTransportFailure
-        | K::LeaderNotAvailable
-        | K::NotLeaderForPartition
-        | K::NotEnoughReplicas
-        | K::NotEnoughReplicasAfterAppend
-        | K::NetworkException
-        | K::KafkaStorageError
-        | K::PreferredLeaderNotAvailable
-        | K::QueueFull
-        | K::PurgeQueue
-        | K::PurgeInflight
-        | K::Retry => (ErrorCode::Unavailable, true),
-        _ => (ErrorCode::Internal, false),
-    }
-}
-
-/// librdkafka's description of an error (`rd_kafka_err2str`), e.g.
-/// "Broker: Message size too large".
-fn description(code: RDKafkaErrorCode) -> String {
-    // The Display form is "VariantName (description)".
-    let display = code.to_string();
-    display
-        .strip_prefix(&format!("{code:?} ("))
-        .and_then(|rest| rest.strip_suffix(')'))
-        .map_or_else(|| display.clone(), str::to_owned)
-}
-
-/// librdkafka's name for an error (`rd_kafka_err2name`), for the codes the
-/// gateway meets; others fall back to the Rust variant's name.
-fn error_name(code: RDKafkaErrorCode) -> String {
-    use RDKafkaErrorCode as K;
-    let name = match code {
-        K::MessageSizeTooLarge => "MSG_SIZE_TOO_LARGE",
-        K::InvalidMessageSize => "INVALID_MSG_SIZE",
-        K::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PART",
-        K::UnknownTopic => "_UNKNOWN_TOPIC",
-        K::UnknownPartition => "_UNKNOWN_PARTITION",
-        K::InvalidPartitions => "INVALID_PARTITIONS",
-        K::TopicAuthorizationFailed => "TOPIC_AUTHORIZATION_FAILED",
-        K::ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
-        K::TransactionalIdAuthorizationFailed => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
-        K::SaslAuthenticationFailed => "SASL_AUTHENTICATION_FAILED",
-        K::Authentication => "_AUTHENTICATION",
-        K::MessageTimedOut => "_MSG_TIMED_OUT",
-        K::RequestTimedOut => "REQUEST_TIMED_OUT",
-        K::InvalidTopic => "TOPIC_EXCEPTION",
-        K::InvalidRecord => "INVALID_RECORD",
-        K::PolicyViolation => "POLICY_VIOLATION",
-        K::AllBrokersDown => "_ALL_BROKERS_DOWN",
-        K::BrokerTransportFailure => "_TRANSPORT",
-        K::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
-        K::NotLeaderForPartition => "NOT_LEADER_FOR_PARTITION",
-        K::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
-        K::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-        K::NetworkException => "NETWORK_EXCEPTION",
-        K::KafkaStorageError => "KAFKA_STORAGE_ERROR",
-        K::PreferredLeaderNotAvailable => "PREFERRED_LEADER_NOT_AVAILABLE",
-        K::QueueFull => "_QUEUE_FULL",
-        K::PurgeQueue => "_PURGE_QUEUE",
-        K::PurgeInflight => "_PURGE_INFLIGHT",
-        K::Retry => "_RETRY",
-        K::Fatal => "_FATAL",
-        K::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
-        K::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
-        K::InvalidRequiredAcks => "INVALID_REQUIRED_ACKS",
-        other => return format!("{other:?}"),
-    };
-    name.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permanent_failures_are_not_retriable() {
-        for (code, expected) in [
-            (
-                RDKafkaErrorCode::MessageSizeTooLarge,
-                ErrorCode::RecordTooLarge,
-            ),
-            (
-                RDKafkaErrorCode::UnknownTopicOrPartition,
-                ErrorCode::UnknownTopic,
-            ),
-            (
-                RDKafkaErrorCode::TopicAuthorizationFailed,
-                ErrorCode::NotAuthorized,
-            ),
-            (
-                RDKafkaErrorCode::UnknownPartition,
-                ErrorCode::UnknownPartition,
-            ),
-        ] {
-            let err = record_error_from_kafka(&KafkaError::MessageProduction(code));
-            assert_eq!(err.code, expected as i32, "{code:?}");
-            assert!(!err.retriable, "{code:?} must not be retriable");
-        }
-    }
-
-    #[test]
-    fn transient_failures_are_retriable_and_named() {
-        let err = record_error_from_kafka(&KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageTimedOut,
-        ));
-        assert_eq!(err.code, ErrorCode::TimedOut as i32);
-        assert!(err.retriable);
-        assert_eq!(err.message, "Local: Message timed out (_MSG_TIMED_OUT)");
-
-        let err = record_error_from_kafka(&KafkaError::MessageProduction(
-            RDKafkaErrorCode::NotEnoughReplicas,
-        ));
-        assert_eq!(err.code, ErrorCode::Unavailable as i32);
-        assert!(err.retriable);
-    }
 
     #[test]
     fn inbound_errors_are_sorted() {

@@ -67,6 +67,7 @@ pub struct Metrics {
     limit_max: Family<LimitLabels, Gauge>,
     limit_refused: Family<LimitLabels, Counter>,
     limit_waits: Family<LimitLabels, Counter>,
+    producer_replacements: Counter,
     librdkafka: LibrdkafkaMetrics,
 }
 
@@ -166,6 +167,12 @@ impl Metrics {
             "Times a stream stopped reading until a limit freed room",
             limit_waits.clone(),
         );
+        let producer_replacements = Counter::default();
+        registry.register(
+            "producer_replacements",
+            "Producers replaced after a fatal librdkafka error",
+            producer_replacements.clone(),
+        );
         let librdkafka =
             LibrdkafkaMetrics::register(registry.sub_registry_with_prefix("librdkafka"));
         Self {
@@ -182,8 +189,14 @@ impl Metrics {
             limit_max,
             limit_refused,
             limit_waits,
+            producer_replacements,
             librdkafka,
         }
+    }
+
+    /// A producer was replaced after a fatal error.
+    pub fn producer_replaced(&self) {
+        self.producer_replacements.inc();
     }
 
     /// The gauge of a limit's use.

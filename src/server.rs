@@ -125,6 +125,7 @@ pub async fn run(
         let (health, signal) = (health.clone(), signal.clone());
         async move { health.report(reporter, signal).await }
     });
+    let recovery = background.spawn(sender.clone().recover_forever());
     let connect = background.spawn({
         let (sender, health) = (sender.clone(), health.clone());
         async move {
@@ -217,6 +218,7 @@ pub async fn run(
     tracing.shutdown(remaining(deadline)).await;
     let _ = admin_stop.send(());
     connect.abort();
+    recovery.abort();
     report.abort();
     background.close();
     if tokio::time::timeout_at(deadline, background.wait())

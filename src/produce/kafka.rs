@@ -1,38 +1,68 @@
 //! The [`Sender`] backed by librdkafka: one shared `FutureProducer` per
-//! process.
+//! process, replaced when it fails fatally.
 //!
 //! Records are enqueued with `send_result`, which puts the record in
 //! librdkafka's queue before it returns or hands it back on `QueueFull`.
 //! `FutureProducer::send` is not used: it enqueues only when first polled and
 //! sleeps and retries on `QueueFull`, which reorders records.
+//!
+//! Recovery: a fatal error (the idempotent producer lost its sequence, was
+//! fenced, ...) ends a librdkafka producer for good. The gateway then builds
+//! a new one and keeps serving: new records wait (as on `QueueFull`) until
+//! the old producer's queue and in-flight requests are purged and the new
+//! one is in place; every record the old producer held gets a retriable
+//! `UNAVAILABLE` naming the fatal error, in stream order, before any later
+//! ack of its stream. Replacements are logged and counted; only a producer
+//! that keeps failing (or cannot be built) fails `/healthz`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::Notify;
 
 use crate::embedded::EmbeddedBroker;
-use crate::error::{Error, record_error, record_error_from_kafka};
+use crate::error::{Error, record_error};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::proto::{self, ErrorCode};
 use crate::telemetry::TRACEPARENT;
 
+use super::classify::{self, fatal_record_error, record_error_from_kafka};
 use super::{Delivered, DeliveryResult, OutboundRecord, Sender, TrySendError};
+
+/// A producer that failed fatally this many times within
+/// [`FAILING_WINDOW`] is considered broken: `/healthz` fails so that the
+/// gateway is restarted.
+const FAILING_REPLACEMENTS: usize = 3;
+const FAILING_WINDOW: Duration = Duration::from_secs(60);
+/// How long a replaced producer may take to report its purged records.
+const RETIRE_FLUSH: Duration = Duration::from_secs(5);
 
 /// The process's Kafka producer.
 pub struct KafkaSender {
-    producer: FutureProducer<GatewayContext>,
+    /// The producer records go to now.
+    current: ArcSwap<Generation>,
+    /// How to build a replacement.
+    config: ClientConfig,
+    metrics: Arc<Metrics>,
+    health: Health,
+    /// Woken when librdkafka reports an error, to check whether the
+    /// producer died.
+    check: Arc<Notify>,
+    /// When the last replacements happened, to tell a producer that keeps
+    /// failing.
+    replacements: Mutex<VecDeque<Instant>>,
     /// Set when running on the embedded broker, which must be told to create
     /// a topic (with the configured partition count) before its first record.
     embedded: Option<Arc<EmbeddedBroker>>,
@@ -41,30 +71,117 @@ pub struct KafkaSender {
     known_topics: RwLock<HashSet<String>>,
 }
 
+/// One librdkafka producer instance.
+struct Generation {
+    /// 1 for the first producer, then one more per replacement.
+    id: u64,
+    producer: FutureProducer<GatewayContext>,
+    /// Shared with this producer's deliveries.
+    state: Arc<GenerationState>,
+}
+
+#[derive(Default)]
+struct GenerationState {
+    /// The fatal error that ended this producer, once it did.
+    fatal: OnceLock<String>,
+}
+
 impl KafkaSender {
-    /// A producer whose statistics feed `metrics` and whose fatal errors
-    /// fail `health`.
+    /// A producer whose statistics feed `metrics` and whose failure to
+    /// recover fails `health`.
     pub fn new(
         config: &ClientConfig,
         embedded: Option<Arc<EmbeddedBroker>>,
         metrics: Arc<Metrics>,
         health: Health,
     ) -> Result<Self, Error> {
-        let producer = config
-            .create_with_context(GatewayContext { metrics, health })
-            .map_err(Error::Producer)?;
+        let check = Arc::new(Notify::new());
+        let first = build(config, 1, &metrics, &check).map_err(Error::Producer)?;
         Ok(Self {
-            producer,
+            current: ArcSwap::from_pointee(first),
+            config: config.clone(),
+            metrics,
+            health,
+            check,
+            replacements: Mutex::default(),
             embedded,
             known_topics: RwLock::default(),
         })
     }
 
+    /// Watches for fatal producer errors and replaces the producer after
+    /// each; runs until dropped.
+    pub async fn recover_forever(self: Arc<Self>) {
+        loop {
+            self.check.notified().await;
+            self.recover_if_fatal().await;
+        }
+    }
+
+    /// Replaces the producer if it failed fatally.
+    async fn recover_if_fatal(&self) {
+        let old = self.current.load_full();
+        let Some((code, reason)) = old.producer.client().fatal_error() else {
+            return;
+        };
+        let cause = format!("{reason} ({})", classify::error_name(code));
+        if old.state.fatal.set(cause.clone()).is_err() {
+            return;
+        }
+        tracing::error!(
+            producer = old.id,
+            %cause,
+            "fatal producer error: replacing the producer; its records in flight fail \
+             with a retriable error"
+        );
+        self.metrics.producer_replaced();
+        // Every record the old producer holds fails now, before any record
+        // goes to the new one.
+        old.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let keeps_failing = {
+            let mut times = self.replacements.lock().expect("not poisoned");
+            let now = Instant::now();
+            times.push_back(now);
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > FAILING_WINDOW)
+            {
+                times.pop_front();
+            }
+            times.len() >= FAILING_REPLACEMENTS
+        };
+        if keeps_failing {
+            self.health.failed(format!(
+                "the producer failed fatally {FAILING_REPLACEMENTS} times within \
+                 {FAILING_WINDOW:?}; last: {cause}"
+            ));
+        }
+        match build(&self.config, old.id + 1, &self.metrics, &self.check) {
+            Ok(next) => {
+                tracing::info!(producer = next.id, "replacement producer in place");
+                self.current.store(Arc::new(next));
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot build a replacement producer");
+                self.health
+                    .failed(format!("cannot replace the failed producer: {err}"));
+                return;
+            }
+        }
+        // Off the runtime: a producer's destruction blocks until its thread
+        // ends.
+        tokio::task::spawn_blocking(move || {
+            let _ = old.producer.flush(RETIRE_FLUSH);
+            drop(old);
+        });
+    }
+
     /// Waits until every record in librdkafka's queue is delivered or failed,
     /// for at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> KafkaResult<()> {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        let current = self.current.load_full();
+        tokio::task::spawn_blocking(move || current.producer.flush(timeout))
             .await
             .unwrap_or_else(|_| Err(KafkaError::Flush(RDKafkaErrorCode::Fail)))
     }
@@ -74,9 +191,10 @@ impl KafkaSender {
     pub async fn wait_for_brokers(&self, retry: Duration) {
         let mut warned = false;
         loop {
-            let producer = self.producer.clone();
+            let current = self.current.load_full();
             let result = tokio::task::spawn_blocking(move || {
-                producer
+                current
+                    .producer
                     .client()
                     .fetch_metadata(None, Duration::from_secs(5))
                     .map(|_| ())
@@ -100,8 +218,26 @@ impl KafkaSender {
 
     /// Records in librdkafka's queues or in flight to the brokers.
     pub fn in_flight_count(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.current.load().producer.in_flight_count()
     }
+}
+
+/// Builds producer number `id`.
+fn build(
+    config: &ClientConfig,
+    id: u64,
+    metrics: &Arc<Metrics>,
+    check: &Arc<Notify>,
+) -> KafkaResult<Generation> {
+    let producer = config.create_with_context(GatewayContext {
+        metrics: metrics.clone(),
+        check: check.clone(),
+    })?;
+    Ok(Generation {
+        id,
+        producer,
+        state: Arc::default(),
+    })
 }
 
 impl Sender for KafkaSender {
@@ -140,9 +276,23 @@ impl Sender for KafkaSender {
             timestamp: record.timestamp_ms,
             headers,
         };
-        match self.producer.send_result(future_record) {
-            Ok(delivery) => Ok(KafkaDelivery(delivery)),
+        let generation = self.current.load();
+        if generation.state.fatal.get().is_some() {
+            // Being replaced: wait, as for a full queue.
+            return Err(TrySendError::QueueFull(Box::new(record)));
+        }
+        match generation.producer.send_result(future_record) {
+            Ok(delivery) => Ok(KafkaDelivery {
+                delivery,
+                producer: generation.state.clone(),
+                check: self.check.clone(),
+            }),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(TrySendError::QueueFull(Box::new(record)))
+            }
+            Err((err, _)) if err.rdkafka_error_code().is_some_and(classify::is_fatal) => {
+                // The producer died: wait for its replacement.
+                self.check.notify_one();
                 Err(TrySendError::QueueFull(Box::new(record)))
             }
             Err((err, _)) => Err(TrySendError::Rejected(kafka_record_error(
@@ -180,11 +330,13 @@ impl Sender for KafkaSender {
     }
 }
 
-/// Feeds librdkafka's statistics to the metrics and its fatal errors to the
-/// health state.
+/// Feeds librdkafka's statistics to the metrics, and has the sender check
+/// for a fatal error whenever librdkafka reports one. (A fatal error is
+/// reported with the code that caused it, not `_FATAL`, so every error
+/// prompts the check.)
 struct GatewayContext {
     metrics: Arc<Metrics>,
-    health: Health,
+    check: Arc<Notify>,
 }
 
 impl ClientContext for GatewayContext {
@@ -193,25 +345,41 @@ impl ClientContext for GatewayContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            tracing::error!(%error, reason, "fatal producer error: every record will fail until the gateway restarts");
-            self.health.failed(format!("{error}: {reason}"));
-        } else {
-            tracing::warn!(%error, reason, "librdkafka");
-        }
+        tracing::warn!(%error, reason, "librdkafka");
+        self.check.notify_one();
     }
 }
 
 /// Resolves when Kafka acknowledged or failed one record.
-pub struct KafkaDelivery(DeliveryFuture);
+pub struct KafkaDelivery {
+    delivery: DeliveryFuture,
+    /// The producer it was handed to: if that failed fatally, any failure
+    /// of the record says so.
+    producer: Arc<GenerationState>,
+    check: Arc<Notify>,
+}
 
 impl Future for KafkaDelivery {
     type Output = DeliveryResult;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
-        Pin::new(&mut self.0).poll(cx).map(|outcome| match outcome {
-            Ok(result) => from_delivery(result),
-            Err(_canceled) => Err(record_error(
+        let this = &mut *self;
+        let outcome = std::task::ready!(Pin::new(&mut this.delivery).poll(cx));
+        let fatal = this.producer.fatal.get();
+        Poll::Ready(match (outcome, fatal) {
+            (Ok(Ok(delivery)), _) => Ok(delivered(&delivery)),
+            (Ok(Err(_)) | Err(_), Some(cause)) => Err(fatal_record_error(cause)),
+            (Ok(Err((err, message))), None) => {
+                if err.rdkafka_error_code().is_some_and(classify::is_fatal) {
+                    this.check.notify_one();
+                }
+                Err(kafka_record_error(
+                    &err,
+                    message.topic(),
+                    message.partition(),
+                ))
+            }
+            (Err(_canceled), None) => Err(record_error(
                 ErrorCode::Unavailable,
                 "the producer was closed before the record was delivered; send it again",
                 true,
@@ -220,18 +388,15 @@ impl Future for KafkaDelivery {
     }
 }
 
-fn from_delivery(result: OwnedDeliveryResult) -> DeliveryResult {
-    match result {
-        Ok(delivery) => Ok(Delivered {
-            partition: delivery.partition,
-            offset: delivery.offset,
-            timestamp_ms: delivery.timestamp.to_millis().unwrap_or(-1),
-        }),
-        Err((err, message)) => Err(kafka_record_error(
-            &err,
-            message.topic(),
-            message.partition(),
-        )),
+/// Where a delivered record is stored.
+fn delivered(delivery: &rdkafka::producer::future_producer::Delivery) -> Delivered {
+    Delivered {
+        partition: delivery.partition,
+        // librdkafka reports no offset (-1, or -1001 when the request
+        // carried none) when a broker confirmed a retried write as a
+        // duplicate without its position: stored, position unknown.
+        offset: delivery.offset.max(-1),
+        timestamp_ms: delivery.timestamp.to_millis().unwrap_or(-1),
     }
 }
 

@@ -12,6 +12,7 @@
 //! backpressure are unit-tested without Kafka.
 
 mod batches;
+pub mod classify;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
