@@ -30,6 +30,9 @@ use crate::{Config, EmbeddedBroker, Error, Tracing, admin, grpc, proto, shutdown
 
 /// TCP keepalive on client connections: a backstop below HTTP/2's PINGs.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// At shutdown, how long connections may take to deliver the responses
+/// their streams left once every stream has finished.
+const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How often to retry reaching the brokers before the gateway is ready.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
@@ -195,13 +198,16 @@ pub async fn run(
         trigger.trigger();
         stopping.drain.cancel();
         tasks.close();
-        let drained = tokio::time::timeout_at(deadline, async {
-            let _ = (&mut server).await;
-            tasks.wait().await;
-        })
-        .await;
+        let drained = tokio::time::timeout_at(deadline, tasks.wait()).await;
         if drained.is_err() {
             tracing::warn!("streams did not drain within --shutdown-timeout; closing them");
+        }
+        // Every stream has answered (or given up on a client that does not
+        // read): connections get a moment to deliver the last responses,
+        // then are closed whatever is left unread on them.
+        let closing = deadline.min(Instant::now() + CONNECTION_CLOSE_GRACE);
+        if tokio::time::timeout_at(closing, &mut server).await.is_err() {
+            tracing::debug!("closing connections with responses left unread");
             stopping.force.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
         }

@@ -12,6 +12,8 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod invariants;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -420,10 +422,16 @@ pub struct Consumed {
     pub timestamp_ms: Option<i64>,
 }
 
-/// Reads every partition of `topic` from the beginning until `expected`
-/// records arrived (keep tests under the embedded broker's retention: 5 MiB
-/// or 100,000 records per partition) (then a short while longer, to catch extras), or panics
-/// after 30 s. Sorted by partition, then offset.
+/// How long reading goes on past the high watermarks, with nothing new
+/// arriving, before the end is taken as reached: some brokers (tansu 0.6)
+/// report watermarks short of the end.
+const READ_SETTLE: Duration = Duration::from_millis(700);
+
+/// Reads every partition of `topic` from the beginning to its end: past the
+/// high watermarks taken once the caller is done writing, and past
+/// `expected` records, until nothing more arrives for a moment (keep tests
+/// under the embedded broker's retention: 5 MiB or 100,000 records per
+/// partition). Panics after 30 s. Sorted by partition, then offset.
 pub async fn consume(bootstrap_servers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
     let bootstrap_servers = bootstrap_servers.to_owned();
     let topic = topic.to_owned();
@@ -446,7 +454,13 @@ fn consume_blocking(bootstrap_servers: &str, topic: &str, expected: usize) -> Ve
     let partitions = metadata.topics()[0].partitions().len();
     assert!(partitions > 0, "topic {topic} has no partitions");
     let mut assignment = TopicPartitionList::new();
+    // Per partition: the next offset to read and the high watermark.
+    let mut ends = Vec::new();
     for partition in 0..partitions as i32 {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.push((0i64, high));
         assignment
             .add_partition_offset(topic, partition, Offset::Beginning)
             .unwrap();
@@ -455,40 +469,41 @@ fn consume_blocking(bootstrap_servers: &str, topic: &str, expected: usize) -> Ve
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
-    let mut settle_until: Option<Instant> = None;
+    let mut idle_since = Instant::now();
     loop {
-        let now = Instant::now();
-        if settle_until.is_some_and(|until| now > until) {
+        let at_end = ends.iter().all(|&(next, high)| next >= high);
+        if at_end && out.len() >= expected && idle_since.elapsed() >= READ_SETTLE {
             break;
         }
         assert!(
-            now < deadline,
+            Instant::now() < deadline,
             "read {} of {expected} records from {topic} in 30 s",
             out.len()
         );
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.expect("consume");
-            let headers = message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Consumed {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().map(<[u8]>::to_vec),
-                headers,
-                timestamp_ms: message.timestamp().to_millis(),
-            });
-        }
-        if out.len() >= expected && settle_until.is_none() {
-            settle_until = Some(Instant::now() + Duration::from_millis(300));
-        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        idle_since = Instant::now();
+        let message = message.expect("consume");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let entry = &mut ends[message.partition() as usize];
+        entry.0 = entry.0.max(message.offset() + 1);
+        out.push(Consumed {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        });
     }
     out.sort_by_key(|c| (c.partition, c.offset));
     out
