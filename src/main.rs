@@ -89,6 +89,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Error> {
+    // First, so that a SIGTERM from now on drains rather than kills.
+    let stop = shutdown::os_signal();
     config.validate()?;
     let embedded = match config.bootstrap_servers {
         Some(_) => None,
@@ -109,7 +111,7 @@ async fn serve(config: Config) -> Result<(), Error> {
     };
     let listeners = Listeners::bind(&config).await?;
     let tracing = Tracing::from_env()?;
-    kafka_gateway::run(listeners, config, embedded, tracing, shutdown::os_signal()).await
+    kafka_gateway::run(listeners, config, embedded, tracing, stop).await
 }
 
 async fn produce(args: ProduceArgs) -> ExitCode {

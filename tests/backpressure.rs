@@ -122,7 +122,7 @@ async fn a_tiny_queue_and_window_still_deliver_everything_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_broker_pushes_back_on_the_client() {
     const BATCHES: usize = 1_000;
-    let gateway = start_gateway(&["--max-in-flight-records", "4"]).await;
+    let gateway = start_gateway_embedded(&["--max-in-flight-records", "4"]).await;
     let topic = gateway.topic("pushback").await;
     let mut client = gateway.client().await;
 

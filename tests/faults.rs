@@ -11,7 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::invariants::{Offsets, Retries, StreamOutcome, Verdict, check, drive_stream, numbered};
+use common::invariants::{
+    Offsets, Retries, StreamOutcome, Verdict, assert_serves_a_fresh_stream, check, drive_stream,
+    numbered,
+};
 use common::*;
 use kafka_gateway::EmbeddedBroker;
 use kafka_gateway::proto::ErrorCode;
@@ -46,7 +49,7 @@ where
     F: FnOnce(Arc<EmbeddedBroker>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let gateway = start_gateway(args).await;
+    let gateway = start_gateway_embedded(args).await;
     // Created before the load, so that every stream starts at once.
     let topic = rand_topic("faults");
     gateway.kafka.create_topic(&topic, PARTITIONS).await;
@@ -70,7 +73,7 @@ where
                 .unwrap(),
         );
     }
-    assert_serves_a_fresh_stream(&gateway).await;
+    assert_serves_a_fresh_stream(&gateway, &gateway.topic("fresh").await).await;
     let consumed = consume(gateway.bootstrap_servers(), &topic, 0).await;
     // librdkafka's mock cluster does not deduplicate the idempotent
     // producer's retries: see Retries::Stored.
@@ -78,19 +81,6 @@ where
     eprintln!("{verdict}");
     verdict.assert_holds();
     (verdict, outcomes, gateway)
-}
-
-/// A new stream on a new connection is answered, and its record stored.
-async fn assert_serves_a_fresh_stream(gateway: &TestGateway) {
-    let topic = gateway.topic("fresh").await;
-    let mut client = gateway.client().await;
-    let responses = produce_stream(
-        &mut client,
-        vec![batch(1, &topic, vec![record("k", "fresh")])],
-    )
-    .await;
-    assert_eq!(responses.len(), 1, "{responses:?}");
-    ok(&responses[0].as_ref().unwrap().results[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,7 +258,7 @@ async fn a_fatal_producer_error_replaces_the_producer_and_streams_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_that_keeps_failing_fails_the_liveness_probe() {
-    let gateway = start_gateway(&[]).await;
+    let gateway = start_gateway_embedded(&[]).await;
     let topic = gateway.topic("keeps-failing").await;
     let mut client = gateway.client().await;
     for round in 0..3u64 {

@@ -243,7 +243,7 @@ async fn the_memory_budget_bounds_unanswered_bytes_and_every_stream_progresses()
     const STREAMS: usize = 6;
     const CAP: usize = 400 << 10;
     let cap = CAP.to_string();
-    let gateway = start_gateway(&[
+    let gateway = start_gateway_embedded(&[
         "--max-batch-bytes",
         "64KiB",
         "--max-record-bytes",

@@ -125,7 +125,7 @@ async fn check(client: &mut HealthClient<tonic::transport::Channel>, service: &s
 
 #[tokio::test]
 async fn health_is_serving_until_the_drain_begins() {
-    let mut gateway = start_gateway(&[]).await;
+    let mut gateway = start_gateway_embedded(&[]).await;
     let mut health = HealthClient::new(channel(&gateway).await);
     for service in ["", "kafka_gateway.v1.Producer"] {
         eventually("SERVING", || {
@@ -171,7 +171,12 @@ async fn health_is_serving_until_the_drain_begins() {
     let topic = gateway.topic("drain-health").await;
     let (mut responses, _feeder) =
         open_stream(&mut client, vec![batch(1, &topic, vec![record("k", "v")])]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The drain begins only once the batch is read and in flight.
+    eventually("the record in flight", || async {
+        let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+        (sample(&text, "kafka_gateway_in_flight_records") == Some(1.0)).then_some(())
+    })
+    .await;
 
     gateway.request_stop();
     let draining = watch.next().await.unwrap().unwrap();

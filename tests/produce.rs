@@ -300,7 +300,7 @@ async fn bad_records_get_their_own_errors_while_streams_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_side_failures_become_record_errors() {
-    let gateway = start_gateway(&["-X", "message.max.bytes=2000"]).await;
+    let gateway = start_gateway_embedded(&["-X", "message.max.bytes=2000"]).await;
     let topic = gateway.topic("broker-errors").await;
     let mut client = gateway.client().await;
 
@@ -491,7 +491,7 @@ async fn over_limit_batches_end_the_stream_after_answering_earlier_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_time_out_while_the_broker_is_down_and_flow_again_after() {
-    let gateway = start_gateway(&[
+    let gateway = start_gateway_embedded(&[
         "-X",
         "message.timeout.ms=1500",
         "-X",

@@ -158,7 +158,7 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
         batch(
             10,
             &topic,
-            vec![first.clone(), record("k2", "v2"), record("k3", "v3")],
+            vec![first.clone(), own.clone(), record("k3", "v3")],
         ),
         batch(11, &topic, vec![pinned("p1"), pinned("p2")]),
         batch(12, &topic, vec![record("k4", "v4"), bad]),
@@ -258,6 +258,7 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
     // client's own headers.
     let consumed = consume(broker.bootstrap_servers(), &topic, 7).await;
     assert_eq!(consumed.len(), 7);
+    let mut kept_own_context = 0;
     for (request, response) in requests.iter().zip(&responses) {
         let span = by_batch[&(request.batch_id as i64)];
         let traceparent = format!("00-{TRACE_ID}-{}-01", hex(&span.span_id));
@@ -276,6 +277,7 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
                     stored.headers, expected,
                     "the record's own context stays alone"
                 );
+                kept_own_context += 1;
                 continue;
             }
             expected.extend([
@@ -287,6 +289,10 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
             assert_eq!(stored.value.as_deref(), sent.value.as_deref());
         }
     }
+    assert_eq!(
+        kept_own_context, 1,
+        "the record with its own context was checked"
+    );
     let root_record = at(&consumed, ok(&untraced[0].results[0]));
     assert_eq!(root_record.headers.len(), 1);
     assert_eq!(

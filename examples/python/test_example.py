@@ -68,7 +68,7 @@ def test_example_script():
     lines = run.stdout.splitlines()
     check(len(lines) == 10 and lines[-1] == "8 acked, 1 failed", f"unexpected output:\n{run.stdout}")
     acks, expected = [], []
-    for line, (b, i) in zip(lines, [(b, i) for b in range(3) for i in range(3)]):
+    for line, (b, i) in zip(lines[:-1], [(b, i) for b in range(3) for i in range(3)], strict=True):
         prefix = f"batch {b} record {i}: "
         check(line.startswith(prefix), f"line {line!r}: expected it to start with {prefix!r} (out of order?)")
         if (b, i) == (1, 1):
@@ -125,7 +125,7 @@ def test_stream_round_trip():
     partition_of_key = {}
     for request, response in produce.produce(TARGET, rich_batches()):
         batch_ids.append(response.batch_id)
-        for i, (record, result) in enumerate(zip(request.records, response.results)):
+        for i, (record, result) in enumerate(zip(request.records, response.results, strict=True)):
             where = f"batch {response.batch_id} record {i}"
             if (response.batch_id, i) in bad:
                 code = bad[(response.batch_id, i)][0]
@@ -203,7 +203,7 @@ def test_grpcurl_via_reflection():
     responses = json_stream(grpcurl("-d", "@", TARGET, "kafka_gateway.v1.Producer/Produce", stdin=requests))
     check([int(r["batchId"]) for r in responses] == [1, 2], f"responses {responses}")
     expected, acks = [], []
-    for (batch_id, records), response in zip(sent, responses):
+    for (batch_id, records), response in zip(sent, responses, strict=True):
         for (k, v, hs), result in zip(records, response["results"], strict=True):
             check("ok" in result, f"batch {batch_id}: {result}")
             ok = result["ok"]

@@ -236,12 +236,18 @@ pub fn record_error_from_kafka(err: &KafkaError) -> proto::RecordError {
     let Some(code) = err.rdkafka_error_code() else {
         return record_error(ErrorCode::Internal, err.to_string(), false);
     };
-    let named = format!("{} ({})", description(code), error_name(code));
+    let named = named(code);
     match classify(code) {
         Class::Retriable(kind) => record_error(kind, named, true),
         Class::Permanent(kind) => record_error(kind, named, false),
         Class::Fatal => fatal_record_error(&named),
     }
+}
+
+/// librdkafka's description and name of an error, e.g. "Broker: Message
+/// size too large (MSG_SIZE_TOO_LARGE)".
+pub fn named(code: RDKafkaErrorCode) -> String {
+    format!("{} ({})", description(code), error_name(code))
 }
 
 /// The error of a record whose producer failed fatally before Kafka

@@ -84,6 +84,12 @@ struct Generation {
 struct GenerationState {
     /// The fatal error that ended this producer, once it did.
     fatal: OnceLock<String>,
+    /// A record of this producer failed with an error that leaves it unable
+    /// to go on (fenced, out of sequence), although librdkafka did not raise
+    /// a fatal error: librdkafka keeps trying, and every record fails the
+    /// same way (tansu fences a producer that bumped its epoch). The gateway
+    /// replaces such a producer too.
+    broken: OnceLock<String>,
 }
 
 impl KafkaSender {
@@ -121,10 +127,13 @@ impl KafkaSender {
     /// Replaces the producer if it failed fatally.
     async fn recover_if_fatal(&self) {
         let old = self.current.load_full();
-        let Some((code, reason)) = old.producer.client().fatal_error() else {
-            return;
+        let cause = match old.producer.client().fatal_error() {
+            Some((code, reason)) => format!("{reason} ({})", classify::error_name(code)),
+            None => match old.state.broken.get() {
+                Some(cause) => cause.clone(),
+                None => return,
+            },
         };
-        let cause = format!("{reason} ({})", classify::error_name(code));
         if old.state.fatal.set(cause.clone()).is_err() {
             return;
         }
@@ -370,8 +379,15 @@ impl Future for KafkaDelivery {
             (Ok(Ok(delivery)), _) => Ok(delivered(&delivery)),
             (Ok(Err(_)) | Err(_), Some(cause)) => Err(fatal_record_error(cause)),
             (Ok(Err((err, message))), None) => {
-                if err.rdkafka_error_code().is_some_and(classify::is_fatal) {
+                if let Some(code) = err.rdkafka_error_code()
+                    && classify::is_fatal(code)
+                {
+                    // The producer cannot go on, whether or not librdkafka
+                    // calls it fatal: have it replaced.
+                    let cause = classify::named(code);
+                    let _ = this.producer.broken.set(cause.clone());
                     this.check.notify_one();
+                    return Poll::Ready(Err(fatal_record_error(&cause)));
                 }
                 Err(kafka_record_error(
                     &err,

@@ -135,6 +135,28 @@ pub async fn drive_stream(
     }
 }
 
+/// Checks that the gateway serves a new stream on a new connection after a
+/// fault: a record to `topic` is acked. Like any client, it sends the record
+/// again after a retriable error (a producer being replaced, a broker just
+/// back), for up to 10 s. Returns the attempts it took.
+pub async fn assert_serves_a_fresh_stream(gateway: &super::TestGateway, topic: &str) -> usize {
+    let mut client = gateway.client().await;
+    for attempt in 1..=20 {
+        let request = batch(0, topic, vec![record("fresh", "fresh stream")]);
+        let responses = super::produce_stream(&mut client, vec![request]).await;
+        let result = &responses[0].as_ref().expect("a response").results[0];
+        match &result.result {
+            Some(record_result::Result::Ok(_)) => return attempt,
+            Some(record_result::Result::Error(error)) if error.retriable => {
+                eprintln!("fresh stream, attempt {attempt}: {}", error.message);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => panic!("the fresh stream's record: {other:?}"),
+        }
+    }
+    panic!("no fresh stream was served within 10 s");
+}
+
 /// Whether acked offsets can be compared with where records are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offsets {

@@ -6,8 +6,9 @@
 //! that Kafka instead (CI runs the suite a second time against a separate
 //! broker implementation), and topics are created through the Kafka admin
 //! API before use. Tests that need the embedded broker's fault injection
-//! (error injection, broker down, round-trip time) call
-//! [`TestGateway::embedded`], which fails loudly on an external broker.
+//! (error injection, broker down, round-trip time) start their gateway with
+//! [`start_gateway_embedded`], on an embedded broker of their own in every
+//! suite; [`TestGateway::embedded`] fails loudly on an external broker.
 
 #![allow(dead_code)]
 
@@ -168,6 +169,14 @@ pub async fn start_gateway(args: &[&str]) -> TestGateway {
     start_gateway_on(TestKafka::start(), true, args).await
 }
 
+/// Starts a gateway over an embedded broker of its own, whatever
+/// [`EXTERNAL_KAFKA`] says: for tests that inject faults into the broker,
+/// which only the embedded one can do. They run the same in every suite.
+pub async fn start_gateway_embedded(args: &[&str]) -> TestGateway {
+    let broker = EmbeddedBroker::start(1, PARTITIONS).expect("embedded broker starts");
+    start_gateway_on(TestKafka::Embedded(Arc::new(broker)), true, args).await
+}
+
 /// Starts a gateway that sees its Kafka as an external cluster: it never
 /// creates topics.
 pub async fn start_gateway_plain(args: &[&str]) -> TestGateway {
@@ -177,7 +186,7 @@ pub async fn start_gateway_plain(args: &[&str]) -> TestGateway {
 /// Starts a gateway over `kafka`. With `provision`, a gateway on an embedded
 /// broker creates topics on first use; an external Kafka is left to its own
 /// rules.
-async fn start_gateway_on(kafka: TestKafka, provision: bool, args: &[&str]) -> TestGateway {
+pub async fn start_gateway_on(kafka: TestKafka, provision: bool, args: &[&str]) -> TestGateway {
     let embedded = match &kafka {
         TestKafka::Embedded(broker) if provision => Some(broker.clone()),
         _ => None,
