@@ -14,6 +14,9 @@
 //! the broker, creates a fresh topic per run, shows progress, reads each
 //! topic back to check the stored order, and reports.
 //!
+//! `--soak DURATION` instead holds many streams on a gateway process and
+//! samples its memory ([`soak`]).
+//!
 //! One file per concern: [`workload`] (records, keys, pacing), [`child`] and
 //! [`strategies`] (running one strategy and measuring it), [`order`]
 //! (order violations at ack and at store time), [`broker`] (topics, reading
@@ -27,6 +30,7 @@ mod plot;
 mod report;
 mod rss;
 mod runner;
+mod soak;
 mod strategies;
 mod workload;
 
@@ -116,7 +120,8 @@ Examples:
   kafka-gateway bench
   kafka-gateway bench --records 1000000 --strategies direct,gateway --json bench.json --plot bench.svg
   kafka-gateway bench --strategies gateway --scaling 1,10,100,1000 --records 1000000
-  kafka-gateway bench --bootstrap-servers kafka:9092 --target 127.0.0.1:50051"
+  kafka-gateway bench --bootstrap-servers kafka:9092 --target 127.0.0.1:50051
+  kafka-gateway bench --soak 10m --streams 1000 --batch 10 --json soak.json"
 )]
 pub struct BenchArgs {
     /// Records each run produces (spread evenly over the streams).
@@ -225,6 +230,23 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
+    /// Instead of comparing strategies, hold --streams gRPC streams open on a
+    /// gateway process for this long, each sending a batch of --batch
+    /// records --soak-rate times a second, and sample the gateway's RSS
+    /// every --soak-interval: the curve and its slope after warm-up show
+    /// whether anything grows with time. E.g. `--soak 10m --streams 1000
+    /// --batch 10`.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub soak: Option<Duration>,
+
+    /// Batches each soak stream sends per second.
+    #[arg(long, default_value_t = 1.0, value_name = "PER_SEC")]
+    pub soak_rate: f64,
+
+    /// How often the soak samples the gateway's RSS.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub soak_interval: Duration,
+
     /// Internal: run one strategy as described by this JSON and report on
     /// stdout.
     #[arg(long, hide = true, value_name = "JSON")]
@@ -233,9 +255,10 @@ pub struct BenchArgs {
 
 /// Runs the benchmark (or, with `--child`, one strategy of it).
 pub async fn run(args: BenchArgs) -> Result<(), Error> {
-    match &args.child {
-        Some(spec) => child::main(spec).await,
-        None => runner::main(args).await,
+    match (&args.child, args.soak) {
+        (Some(spec), _) => child::main(spec).await,
+        (None, Some(duration)) => soak::main(&args, duration).await,
+        (None, None) => runner::main(args).await,
     }
 }
 

@@ -489,7 +489,7 @@ enum Server {
 
 /// Starts `kafka-gateway serve ARGS` and returns it with the address it
 /// logged.
-fn spawn_gateway(args: &[String]) -> Result<(std::process::Child, String), String> {
+pub fn spawn_gateway(args: &[String]) -> Result<(std::process::Child, String), String> {
     use std::io::{BufRead, BufReader};
     let exe = std::env::current_exe().map_err(|err| format!("cannot find this binary: {err}"))?;
     let mut child = std::process::Command::new(exe)
