@@ -15,6 +15,7 @@
 //! watches the files and reloads on SIGHUP. [`Security::load`] builds all of
 //! it from [`SecurityArgs`].
 
+pub mod api_keys;
 pub mod config;
 pub mod tls;
 
@@ -24,6 +25,7 @@ pub(crate) mod testing;
 use std::fmt;
 use std::sync::Arc;
 
+pub use api_keys::{ApiKeyStore, ApiKeys};
 pub use config::SecurityArgs;
 pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
 
