@@ -17,6 +17,7 @@
 
 pub mod api_keys;
 pub mod config;
+pub mod policy;
 pub mod tls;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 pub use api_keys::{ApiKeyStore, ApiKeys};
 pub use config::SecurityArgs;
+pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
 pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
 
 /// Who is calling: the authenticated name every later step reads.
