@@ -18,6 +18,7 @@
 pub mod api_keys;
 pub mod config;
 pub mod policy;
+pub mod quota;
 pub mod tls;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use api_keys::{ApiKeyStore, ApiKeys};
 pub use config::SecurityArgs;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
+pub use quota::{Quotas, Rates};
 pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
 
 /// Who is calling: the authenticated name every later step reads.
