@@ -17,6 +17,7 @@
 
 pub mod api_keys;
 pub mod config;
+pub mod jwt;
 pub mod policy;
 pub mod quota;
 pub mod tls;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use api_keys::{ApiKeyStore, ApiKeys};
 pub use config::SecurityArgs;
+pub use jwt::JwtVerifier;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
 pub use quota::{Quotas, Rates};
 pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
@@ -211,7 +213,6 @@ impl From<AuthError> for tonic::Status {
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC, for messages.
-#[allow(dead_code)] // used by the JWT verification to come
 pub(crate) fn format_unix_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
@@ -224,7 +225,6 @@ pub(crate) fn format_unix_time(secs: i64) -> String {
 
 /// A short, printable rendering of a value a client sent, for messages and
 /// logs: at most `max` characters, control characters replaced.
-#[allow(dead_code)] // used by the JWT verification to come
 pub(crate) fn printable(value: &str, max: usize) -> String {
     let mut out: String = value
         .chars()
