@@ -16,6 +16,7 @@
 //! it from [`SecurityArgs`].
 
 pub mod api_keys;
+pub mod authenticator;
 pub mod config;
 pub mod jwt;
 pub mod policy;
@@ -29,6 +30,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use api_keys::{ApiKeyStore, ApiKeys};
+pub use authenticator::Authenticator;
 pub use config::SecurityArgs;
 pub use jwt::JwtVerifier;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
