@@ -21,6 +21,7 @@ pub mod config;
 pub mod jwt;
 pub mod policy;
 pub mod quota;
+pub mod reload;
 pub mod tls;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use config::SecurityArgs;
 pub use jwt::JwtVerifier;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
 pub use quota::{Quotas, Rates};
+pub use reload::Reloader;
 pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
 
 /// Who is calling: the authenticated name every later step reads.
