@@ -129,8 +129,13 @@ impl Algorithm {
 /// A public key from a JWK, in the form ring verifies with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PublicKey {
-    /// Modulus (no leading zeros) and exponent, big-endian.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An RSA public key.
+    Rsa {
+        /// The modulus, big-endian without leading zeros, as ring wants it.
+        n: Vec<u8>,
+        /// The public exponent, big-endian.
+        e: Vec<u8>,
+    },
     /// An uncompressed P-256 point (0x04, x, y).
     P256(Vec<u8>),
     /// An uncompressed P-384 point.
@@ -509,7 +514,9 @@ enum Source {
     File(PathBuf),
     /// A URL and what fetches it.
     Url {
+        /// `--jwt-jwks`, https:// only.
         url: String,
+        /// HTTPS in production, a fake in tests.
         fetcher: Arc<dyn JwksFetcher>,
     },
 }

@@ -216,6 +216,97 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
+/// Everything the front door needs, built from [`SecurityArgs`]: what the
+/// server, its auth layer and the send path hold.
+pub struct Security {
+    /// TLS for the listener, when `--tls-cert` is set: accept connections
+    /// with [`TlsState::accept`] (or its acceptor).
+    pub tls: Option<TlsState>,
+    /// Turns a request's metadata and the connection's certificate
+    /// principal into a [`Principal`].
+    pub authenticator: Arc<Authenticator>,
+    /// Topic and transactional-id grants; open without `--authz-policy`.
+    pub policy: Arc<PolicyStore>,
+    /// Per-principal rates; [`Quotas::is_enabled`] says whether any apply.
+    pub quotas: Arc<Quotas>,
+    /// Reloads all of the above; start it with [`Reloader::spawn`] unless
+    /// [`Reloader::is_empty`].
+    pub reloader: Arc<Reloader>,
+    /// `--principal-header`: the Kafka record header to stamp with the
+    /// caller's principal, replacing any the client sent.
+    pub principal_header: Option<String>,
+}
+
+impl Security {
+    /// Validates `args`, loads every file they name (errors name the file
+    /// and the fix), fetches an https:// JWKS once, logs the warnings of
+    /// [`SecurityArgs::warnings`], and registers each file with the
+    /// reloader.
+    pub async fn load(args: &SecurityArgs) -> Result<Self, String> {
+        args.validate()?;
+        let tls = TlsState::load(args)?;
+        let jwt = JwtVerifier::load(args).await?;
+        let api_keys = match &args.api_keys {
+            Some(path) => Some(Arc::new(ApiKeyStore::load(path)?)),
+            None => None,
+        };
+        let policy = Arc::new(PolicyStore::load(args.authz_policy.as_deref())?);
+        let quotas = Arc::new(Quotas::new(
+            Rates::from_args(args),
+            args.authz_policy.is_some().then(|| policy.clone()),
+        ));
+
+        let mut reloader = Reloader::new(args.reload_interval);
+        if let Some(tls) = &tls {
+            let tls_ = tls.clone();
+            reloader.watch("TLS certificate", tls.watched_files(), move || {
+                tls_.reload()
+            });
+        }
+        if let Some(jwt) = &jwt {
+            match jwt.watched_file() {
+                Some(path) => {
+                    let jwt = jwt.clone();
+                    reloader.watch("JWKS", vec![path.to_owned()], move || jwt.reload());
+                }
+                None => reloader.refresh_remote(jwt.clone()),
+            }
+        }
+        if let Some(keys) = &api_keys {
+            let keys_ = keys.clone();
+            reloader.watch("API keys", vec![keys.path().to_owned()], move || {
+                keys_.reload()
+            });
+        }
+        if let Some(path) = policy.path() {
+            let policy = policy.clone();
+            reloader.watch("authorization policy", vec![path.to_owned()], move || {
+                policy.reload()
+            });
+        }
+        for warning in args.warnings() {
+            tracing::warn!("{warning}");
+        }
+
+        let client_certificates = tls
+            .as_ref()
+            .is_some_and(TlsState::requires_client_certificates);
+        Ok(Self {
+            authenticator: Arc::new(Authenticator::new(
+                jwt,
+                api_keys,
+                client_certificates,
+                args.auth_protect_health,
+            )),
+            tls,
+            policy,
+            quotas,
+            reloader: Arc::new(reloader),
+            principal_header: args.principal_header.clone(),
+        })
+    }
+}
+
 /// `secs` since the Unix epoch as RFC 3339 in UTC, for messages.
 pub(crate) fn format_unix_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
@@ -239,4 +330,126 @@ pub(crate) fn printable(value: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::config::tests::parse;
+    use crate::auth::testing::{Ca, TempDir};
+
+    #[tokio::test]
+    async fn nothing_configured_means_open_and_anonymous() {
+        let security = Security::load(&parse(&[]).unwrap()).await.unwrap();
+        assert!(security.tls.is_none());
+        assert!(!security.authenticator.is_enabled());
+        assert!(security.policy.current().is_open());
+        assert!(!security.quotas.is_enabled());
+        assert!(security.reloader.is_empty());
+        assert_eq!(security.principal_header, None);
+    }
+
+    #[tokio::test]
+    async fn every_file_is_loaded_and_watched() {
+        let (dir, ca) = (TempDir::new(), Ca::new("test CA"));
+        let leaf = ca.leaf(Some("localhost"), None, &["localhost"], None);
+        let cert = dir.write("tls.crt", &leaf.cert_pem);
+        let key = dir.write("tls.key", &leaf.key_pem);
+        let client_ca = dir.write("ca.crt", ca.cert_pem());
+        let keys = dir.write("keys", api_keys::key_line("loader", "k-123"));
+        let policy = dir.write(
+            "policy.toml",
+            "[[grant]]\nprincipals = [\"loader\"]\ntopics = [\"t\"]\n",
+        );
+        let path = |p: &std::path::PathBuf| p.to_str().unwrap().to_owned();
+        let args = parse(&[
+            "--tls-cert",
+            &path(&cert),
+            "--tls-key",
+            &path(&key),
+            "--tls-client-ca",
+            &path(&client_ca),
+            "--api-keys",
+            &path(&keys),
+            "--authz-policy",
+            &path(&policy),
+            "--quota-records-per-sec",
+            "10",
+            "--principal-header",
+            "x-principal",
+        ])
+        .unwrap();
+        let security = Security::load(&args).await.unwrap();
+        assert!(
+            security
+                .tls
+                .as_ref()
+                .unwrap()
+                .requires_client_certificates()
+        );
+        assert!(security.authenticator.is_enabled());
+        assert!(security.quotas.is_enabled());
+        assert_eq!(security.principal_header.as_deref(), Some("x-principal"));
+
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("authorization", "Bearer k-123".parse().unwrap());
+        let principal = security
+            .authenticator
+            .authenticate(&metadata, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(security.policy.allows_topic(Some(&principal), "t"));
+        assert!(!security.policy.allows_topic(Some(&principal), "u"));
+
+        std::fs::write(
+            &policy,
+            "[[grant]]\nprincipals = [\"loader\"]\ntopics = [\"u\"]\n",
+        )
+        .unwrap();
+        let results = security.reloader.reload_changed();
+        assert_eq!(results, vec![("authorization policy", Ok(()))]);
+        assert!(security.policy.allows_topic(Some(&principal), "u"));
+        let all: Vec<_> = security
+            .reloader
+            .reload_all()
+            .into_iter()
+            .map(|(name, result)| {
+                assert!(result.is_ok(), "{name}: {result:?}");
+                name
+            })
+            .collect();
+        assert_eq!(all, ["TLS certificate", "API keys", "authorization policy"]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_file_or_combination_stops_the_start() {
+        let dir = TempDir::new();
+        let err = Security::load(&parse(&["--authz-policy", "p.toml"]).unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.contains("--authz-policy needs authentication"), "{err}");
+        let keys = dir.write("keys", "not a key line");
+        let args = parse(&["--api-keys", keys.to_str().unwrap()]).unwrap();
+        let err = Security::load(&args).await.err().unwrap();
+        assert!(err.contains("keys: line 1"), "{err}");
+    }
+
+    #[test]
+    fn principals_display_their_name_and_clone_cheaply() {
+        let principal = Principal::new("orders", AuthMethod::Jwt);
+        let clone = principal.clone();
+        assert!(Arc::ptr_eq(principal.shared_name(), clone.shared_name()));
+        assert_eq!(principal.to_string(), "orders");
+        assert_eq!(AuthMethod::Certificate.to_string(), "certificate");
+    }
+
+    #[test]
+    fn printable_shortens_and_cleans_client_values() {
+        assert_eq!(printable("abc", 5), "abc");
+        assert_eq!(printable("a\nb", 5), "a?b");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(format_unix_time(0), "1970-01-01T00:00:00Z");
+    }
 }

@@ -280,8 +280,10 @@ impl Policy {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    /// `[[grant]]` tables, spanned so errors can name their line.
     #[serde(default)]
     grant: Vec<Spanned<GrantEntry>>,
+    /// `[[quota]]` tables, likewise.
     #[serde(default)]
     quota: Vec<Spanned<QuotaEntry>>,
 }
@@ -289,9 +291,12 @@ struct PolicyFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantEntry {
+    /// Who the grant is for; each pattern spanned for its line in errors.
     principals: Vec<Spanned<String>>,
+    /// Topics they may produce to.
     #[serde(default)]
     topics: Vec<Spanned<String>>,
+    /// Transactional ids they may use.
     #[serde(default)]
     transactional_ids: Vec<Spanned<String>>,
 }
@@ -299,8 +304,11 @@ struct GrantEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QuotaEntry {
+    /// Who the quota is for.
     principals: Vec<Spanned<String>>,
+    /// Overrides `--quota-records-per-sec`.
     records_per_sec: Option<Spanned<u64>>,
+    /// Overrides `--quota-bytes-per-sec`.
     bytes_per_sec: Option<Spanned<Size>>,
 }
 

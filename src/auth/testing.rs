@@ -57,9 +57,13 @@ pub(crate) struct Ca {
 
 /// A certificate and its key, as PEM and DER.
 pub(crate) struct Leaf {
+    /// For files the gateway reads (`--tls-cert`).
     pub(crate) cert_pem: String,
+    /// For files the gateway reads (`--tls-key`).
     pub(crate) key_pem: String,
+    /// For in-memory rustls configurations of test clients and servers.
     cert_der: CertificateDer<'static>,
+    /// PKCS#8, likewise.
     key_der: Vec<u8>,
 }
 

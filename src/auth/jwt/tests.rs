@@ -508,7 +508,9 @@ fn jwks_parsing_skips_keys_it_cannot_use() {
 
 /// Serves a JWKS that tests can change, and counts fetches.
 struct FakeFetcher {
+    /// What the next fetch returns; tests change it to rotate keys.
     body: Mutex<String>,
+    /// Fetches so far, to check the refresh rate.
     calls: AtomicUsize,
 }
 
