@@ -102,7 +102,8 @@ pub struct SecurityArgs {
 
     /// Require credentials for gRPC health checking and reflection too. By
     /// default they stay open, so probes and tools work without a token.
-    #[arg(long, env = "KAFKA_GATEWAY_AUTH_PROTECT_HEALTH")]
+    #[arg(long, env = "KAFKA_GATEWAY_AUTH_PROTECT_HEALTH",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub auth_protect_health: bool,
 
     /// How often the certificate, key, client CA, JWKS file, API keys and
