@@ -37,7 +37,7 @@ pub use jwt::JwtVerifier;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
 pub use quota::{Quotas, Rates};
 pub use reload::Reloader;
-pub use tls::{TlsConnectInfo, TlsConnection, TlsState, peer_principal};
+pub use tls::{TlsConnectInfo, TlsConnection, TlsState, incoming, peer_principal};
 
 /// Who is calling: the authenticated name every later step reads.
 ///

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::{Stream, StreamExt};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -29,7 +30,9 @@ use rustls::{
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use x509_parser::extensions::GeneralName;
 
@@ -40,6 +43,9 @@ use super::{AuthError, AuthMethod, Principal};
 /// ample over any real network and stops a silent peer from holding a
 /// connection slot.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished handshakes waiting for the server to take them; the server
+/// takes them as fast as they come, so this only smooths bursts.
+const INCOMING_BACKLOG: usize = 64;
 
 /// The one crypto provider of the gateway's TLS: ring.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -194,6 +200,51 @@ impl TlsState {
         };
         Ok(TlsConnection { stream, principal })
     }
+}
+
+/// The connections of `tcp` (e.g. tonic's `TcpIncoming`), each through
+/// the TLS handshake, as a stream for `Server::serve_with_incoming`.
+///
+/// Handshakes run concurrently, one task each, so a client that connects
+/// and stalls holds up nobody; one that fails its handshake is logged at
+/// debug and dropped. Errors of `tcp` itself pass through. Stops accepting
+/// once the returned stream is dropped.
+pub fn incoming<S, IO, E>(state: TlsState, tcp: S) -> ReceiverStream<Result<TlsConnection<IO>, E>>
+where
+    S: Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(INCOMING_BACKLOG);
+    tokio::spawn(async move {
+        tokio::pin!(tcp);
+        loop {
+            let next = tokio::select! {
+                () = tx.closed() => break,
+                next = tcp.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Err(err)) => {
+                    if tx.send(Err(err)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(io)) => {
+                    let (state, tx) = (state.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        match state.accept(io).await {
+                            Ok(connection) => {
+                                let _ = tx.send(Ok(connection)).await;
+                            }
+                            Err(err) => tracing::debug!(%err, "TLS handshake failed"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// The principal a client certificate (DER) names: its first URI SAN (e.g.
@@ -696,6 +747,101 @@ mod tests {
             e.contains("--tls-client-ca") && e.contains("no certificate"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn incoming_handshakes_run_side_by_side() {
+        let (dir, ca) = (TempDir::new(), Ca::new("test CA"));
+        let state = mtls(&dir, &ca);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connections =
+            incoming(state, tonic::transport::server::TcpIncoming::from(listener));
+        // A client that connects and never says hello holds up nobody.
+        let _stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Nor does one whose certificate is refused.
+        let stranger = Ca::new("other CA").leaf(Some("stranger"), None, &[], None);
+        let refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let _ = TlsConnector::from(client_config(&ca, Some(&stranger)))
+            .connect(name.clone(), refused)
+            .await;
+
+        let leaf = ca.leaf(Some("orders-service"), None, &[], None);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _client = TlsConnector::from(client_config(&ca, Some(&leaf)))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(5), connections.next())
+            .await
+            .expect("the good client is not held up")
+            .unwrap()
+            .unwrap();
+        let info = accepted.connect_info();
+        assert_eq!(info.principal.unwrap().name(), "orders-service");
+        assert!(info.inner.remote_addr().is_some());
+    }
+
+    #[tokio::test]
+    async fn tonic_serves_over_it_and_hands_handlers_the_principal() {
+        use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_client::HealthClient;
+
+        let (dir, ca) = (TempDir::new(), Ca::new("test CA"));
+        let state = mtls(&dir, &ca);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(None::<Principal>));
+        let record = {
+            let seen = seen.clone();
+            move |request: tonic::Request<()>| {
+                let info = request
+                    .extensions()
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .ok_or_else(|| tonic::Status::internal("no TLS connect info"))?;
+                *seen.lock().unwrap() = info.principal.clone();
+                Ok(request)
+            }
+        };
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(tonic::service::InterceptorLayer::new(record))
+                .add_service(health)
+                .serve_with_incoming_shutdown(
+                    incoming(state, TcpIncoming::from(listener)),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+
+        let leaf = ca.leaf(None, Some("spiffe://prod/ns/orders/sa/writer"), &[], None);
+        let tls = TlsConnector::from(client_config(&ca, Some(&leaf)));
+        let connect = tower::service_fn(move |_: http::Uri| {
+            let tls = tls.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("localhost").unwrap();
+                let stream = tls.connect(name, tcp).await?;
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(connect)
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap();
+        let principal = seen.lock().unwrap().clone().expect("a principal");
+        assert_eq!(principal.name(), "spiffe://prod/ns/orders/sa/writer");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[test]
