@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod config;
