@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use rdkafka::ClientConfig;
 
+use crate::auth::SecurityArgs;
 use crate::error::Error;
 use crate::limits::{BATCH_OVERHEAD, Caps};
 use crate::produce::{Limits, StreamLimits};
@@ -111,14 +112,25 @@ caller's W3C trace context, and each record carries a `traceparent` header point
 Spans go over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) or \
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, \
 OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS and \
-OTEL_EXPORTER_OTLP_TIMEOUT apply; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn \
-it off.
+OTEL_EXPORTER_OTLP_TIMEOUT apply; https:// endpoints are verified against the system's CAs, \
+or OTEL_EXPORTER_OTLP_CERTIFICATE, with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+OTEL_EXPORTER_OTLP_CLIENT_KEY for mutual TLS; OTEL_SDK_DISABLED=true or \
+OTEL_TRACES_EXPORTER=none turn it off.
 
 Health: gRPC health checking (grpc.health.v1) reports SERVING once the producer has reached \
 a broker and NOT_SERVING while draining; --metrics-listen serves the same on /readyz, and \
-/healthz fails only after a fatal producer error. SIGTERM or Ctrl-C drains: no new streams, \
-every batch already read is answered, streams end with UNAVAILABLE, the producer is flushed \
-and spans are exported, within --shutdown-timeout."
+/healthz fails only when the producer keeps failing fatally. SIGTERM or Ctrl-C drains: no \
+new streams, every batch already read is answered, streams end with UNAVAILABLE, the \
+producer is flushed and spans are exported, within --shutdown-timeout.
+
+Security: with --tls-cert/--tls-key the gateway serves TLS only; --tls-client-ca requires \
+client certificates. --jwt-jwks and --api-keys accept `authorization: Bearer ...`. A call \
+without valid credentials gets UNAUTHENTICATED saying what was wrong (health and reflection \
+stay open unless --auth-protect-health). With --authz-policy, a record to a topic the \
+caller was not granted gets NOT_AUTHORIZED and is never sent. Quotas slow a caller down \
+instead of failing it. Certificates, keys, the JWKS file and the policy are re-read when \
+they change and on SIGHUP, without dropping streams; a reload that fails keeps the \
+previous state and logs why."
 )]
 pub struct Config {
     /// Address the gRPC server listens on.
@@ -272,6 +284,10 @@ pub struct Config {
     #[arg(long, env = "KAFKA_GATEWAY_STALL_TIMEOUT", default_value = DEFAULT_STALL_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
     pub stall_timeout: Duration,
+
+    /// TLS, client certificates, tokens, authorization and quotas.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Batch compression codecs librdkafka supports.
@@ -326,6 +342,7 @@ impl Config {
                 self.max_total_in_flight_bytes, self.max_batch_bytes
             )));
         }
+        self.security.validate().map_err(Error::Config)?;
         for (key, value) in &self.librdkafka_options {
             if let Some((_, instead)) = OWNED_PROPERTIES.iter().find(|(owned, _)| owned == key) {
                 return Err(Error::Config(format!(

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Serve the kafka_gateway.v1.Producer gRPC service. Without
     /// --bootstrap-servers, starts an embedded in-memory Kafka broker.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Read records from stdin, one per line (text or JSON), and produce
     /// them through a running gateway; prints a summary and exits non-zero
     /// when any record failed.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Serve(config) => runtime.block_on(serve(*config)),
         Command::Produce(args) => {
             let code = runtime.block_on(produce(args));
             // stdin is read on a blocking thread that cannot be cancelled:

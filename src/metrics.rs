@@ -47,6 +47,20 @@ pub struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrincipalLabels {
+    /// The authenticated caller; empty when anonymous. Only authenticated
+    /// names appear, so clients cannot grow the label set at will.
+    pub principal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why a call was not authenticated: `missing`, `expired`,
+    /// `bad_signature`, ...
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
     /// librdkafka's broker name, `host:port/node_id`.
     pub broker: String,
@@ -68,6 +82,9 @@ pub struct Metrics {
     limit_refused: Family<LimitLabels, Counter>,
     limit_waits: Family<LimitLabels, Counter>,
     producer_replacements: Counter,
+    denied: Family<PrincipalLabels, Counter>,
+    throttled: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
+    auth_failures: Family<ReasonLabels, Counter>,
     librdkafka: LibrdkafkaMetrics,
 }
 
@@ -173,6 +190,25 @@ impl Metrics {
             "Producers replaced after a fatal librdkafka error",
             producer_replacements.clone(),
         );
+        let denied = Family::<PrincipalLabels, Counter>::default();
+        registry.register(
+            "denied_records",
+            "Records refused NOT_AUTHORIZED by --authz-policy, by principal",
+            denied.clone(),
+        );
+        let throttled = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "throttled",
+            "Time streams were paused for their principal's quota",
+            Unit::Seconds,
+            throttled.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Calls refused UNAUTHENTICATED, by reason",
+            auth_failures.clone(),
+        );
         let librdkafka =
             LibrdkafkaMetrics::register(registry.sub_registry_with_prefix("librdkafka"));
         Self {
@@ -190,8 +226,36 @@ impl Metrics {
             limit_refused,
             limit_waits,
             producer_replacements,
+            denied,
+            throttled,
+            auth_failures,
             librdkafka,
         }
+    }
+
+    /// A record of `principal` was refused by the policy.
+    pub fn denied(&self, principal: &str) {
+        self.denied
+            .get_or_create(&PrincipalLabels {
+                principal: principal.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A stream of `principal` paused `wait` for its quota.
+    pub fn throttled(&self, principal: &str, wait: std::time::Duration) {
+        self.throttled
+            .get_or_create(&PrincipalLabels {
+                principal: principal.to_owned(),
+            })
+            .inc_by(wait.as_secs_f64());
+    }
+
+    /// A call was refused UNAUTHENTICATED.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// A producer was replaced after a fatal error.

@@ -3,13 +3,18 @@
 //!
 //! The layers a call passes through, outermost first:
 //! 1. [`grpc::listener`]: accepts the connection (TCP options, the
-//!    connection cap, its age);
+//!    connection cap, its age), and runs the TLS handshake when
+//!    `--tls-cert` is set;
 //! 2. HTTP/2 (tonic and hyper): keepalive PINGs, `max_concurrent_streams`,
 //!    GOAWAY at the connection's maximum age;
-//! 3. [`limits::AdmissionLayer`]: refuses calls over the caps and charges the
+//! 3. [`grpc::auth::AuthLayer`]: who is calling (a client certificate
+//!    verified in the TLS handshake, a JWT, an API key), or
+//!    UNAUTHENTICATED;
+//! 4. [`limits::AdmissionLayer`]: refuses calls over the caps and charges the
 //!    memory budget for each message before it is buffered;
-//! 4. the services: `kafka_gateway.v1.Producer` ([`grpc`]), health and
-//!    reflection.
+//! 5. the services: `kafka_gateway.v1.Producer` ([`grpc`]), health and
+//!    reflection; the send path holds each caller to the authorization
+//!    policy, its quota and the principal header ([`produce::caller`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,12 +24,15 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Security;
+use crate::grpc::auth::AuthLayer;
 use crate::grpc::listener::{self, ConnOptions};
 use crate::health::Health;
 use tower_layer::Layer as _;
 
 use crate::limits::{Admission, AdmissionLayer};
 use crate::metrics::Metrics;
+use crate::produce::Callers;
 use crate::produce::kafka::KafkaSender;
 use crate::{Config, EmbeddedBroker, Error, Tracing, admin, grpc, proto, shutdown};
 
@@ -91,6 +99,10 @@ pub async fn run(
             ));
         }
     };
+    // Certificates, keys, the JWKS and the policy: a bad one stops the start.
+    let security = Security::load(&config.security)
+        .await
+        .map_err(Error::Config)?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
     let tracing = Arc::new(tracing);
@@ -111,6 +123,11 @@ pub async fn run(
         tasks.clone(),
         metrics.clone(),
         tracing.clone(),
+        Callers::new(
+            security.policy.clone(),
+            security.quotas.clone(),
+            security.principal_header.clone(),
+        ),
     );
     // Reflection describes the gateway's API and health checking, in both
     // protocol versions tools still use.
@@ -129,6 +146,14 @@ pub async fn run(
         async move { health.report(reporter, signal).await }
     });
     let recovery = background.spawn(sender.clone().recover_forever());
+    // Re-reads certificates, keys and the policy on change and on SIGHUP.
+    let reloader = (!security.reloader.is_empty()).then(|| {
+        let mut signal = signal.clone();
+        security
+            .reloader
+            .clone()
+            .spawn(async move { signal.requested().await })
+    });
     let connect = background.spawn({
         let (sender, health) = (sender.clone(), health.clone());
         async move {
@@ -165,9 +190,14 @@ pub async fn run(
         .add_service(service.into_server(config.max_batch_bytes))
         .prepare();
     let stopping = listener::Stopping::default();
+    // The layers, outermost first: who is calling, then whether there is
+    // room for the call, then the services.
+    let layered = AuthLayer::new(security.authenticator.clone(), metrics.clone())
+        .layer(AdmissionLayer::new(admission.clone()).layer(routes));
     let mut server = tokio::spawn(listener::serve(
         listeners.grpc,
-        AdmissionLayer::new(admission.clone()).layer(routes),
+        security.tls.clone(),
+        layered,
         admission,
         ConnOptions {
             tcp_keepalive: TCP_KEEPALIVE,
@@ -225,6 +255,9 @@ pub async fn run(
     let _ = admin_stop.send(());
     connect.abort();
     recovery.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     report.abort();
     background.close();
     if tokio::time::timeout_at(deadline, background.wait())

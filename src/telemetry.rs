@@ -109,13 +109,14 @@ impl Tracing {
     }
 
     /// Starts the span of a batch of `records` records whose topics are
-    /// `topic` (or several, when `None`).
+    /// `topic` (or several, when `None`), sent by `principal` when known.
     pub fn start_batch(
         &self,
         parent: &Context,
         topic: Option<&str>,
         batch_id: u64,
         records: usize,
+        principal: Option<&str>,
     ) -> BatchTrace {
         let span = self.pipeline.as_ref().map(|(_, tracer)| {
             let name = match topic {
@@ -134,6 +135,9 @@ impl Tracing {
                     "messaging.destination.name",
                     topic.to_owned(),
                 ));
+            }
+            if let Some(principal) = principal {
+                attributes.push(KeyValue::new("enduser.id", principal.to_owned()));
             }
             tracer
                 .span_builder(name)
@@ -410,7 +414,7 @@ mod tests {
             ("tracestate", "vendor=x"),
             ("baggage", "tenant=acme"),
         ]));
-        let trace = tracing.start_batch(&parent, Some("t"), 1, 3);
+        let trace = tracing.start_batch(&parent, Some("t"), 1, 3, None);
         let headers = trace.headers.clone().expect("a context to carry");
         let map = headers_map(&headers);
         assert_eq!(map["traceparent"], PARENT.as_bytes());
@@ -422,6 +426,11 @@ mod tests {
     fn without_a_context_records_carry_nothing() {
         let tracing = Tracing::disabled();
         let parent = tracing.extract(&metadata(&[("traceparent", "garbage")]));
-        assert!(tracing.start_batch(&parent, None, 1, 1).headers.is_none());
+        assert!(
+            tracing
+                .start_batch(&parent, None, 1, 1, None)
+                .headers
+                .is_none()
+        );
     }
 }

@@ -207,8 +207,10 @@ impl Quotas {
         wait
     }
 
-    /// Takes the batch from the principal's buckets, returning the wait.
-    fn charge(&self, principal: Option<&Principal>, records: u64, bytes: u64) -> Duration {
+    /// Takes the batch from the principal's buckets, returning how long the
+    /// caller should wait before sending it: [`Self::acquire`] without the
+    /// sleep, for a caller that waits in its own way.
+    pub fn charge(&self, principal: Option<&Principal>, records: u64, bytes: u64) -> Duration {
         let rates = self.rates_for(principal);
         if rates.is_unlimited() {
             return Duration::ZERO;

@@ -32,7 +32,7 @@ use crate::health::Health;
 use crate::limits::Reservations;
 use crate::metrics::Metrics;
 use crate::produce::kafka::KafkaSender;
-use crate::produce::{Observers, OutboundRecord, Sender, Stop, drive, respond};
+use crate::produce::{Caller, Observers, OutboundRecord, Sender, Stop, drive, respond};
 use crate::proto::producer_client::ProducerClient;
 use crate::proto::{ProduceRequest, ProduceResponse, Record, record_result};
 use crate::{Listeners, Tracing};
@@ -337,6 +337,7 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
         timestamp_ms: None,
         size: 7,
         trace_headers: None,
+        stamp: None,
     };
     match sender.try_send(warmup) {
         Ok(delivery) => delivery
@@ -359,6 +360,7 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
                 Reservations::default(),
                 responder,
                 Stop::never(),
+                Caller::anonymous(),
                 &observers,
             );
             let reader = read_responses(&run, responses, sent);

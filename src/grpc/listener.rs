@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tower_service::Service;
 
+use crate::auth::{Principal, TlsState};
 use crate::limits::{Admission, Slot};
 
 /// How long a connection over the cap stays open to refuse its calls.
@@ -78,6 +79,9 @@ pub struct ConnInfo {
     /// Set on a connection over `--max-connections`: every call on it is
     /// refused with this message.
     pub refused: Option<Arc<str>>,
+    /// The principal of the client certificate verified in the TLS
+    /// handshake, with `--tls-client-ca`.
+    pub peer: Option<Principal>,
 }
 
 /// The two signals that end serving: `drain` retires every connection
@@ -88,12 +92,15 @@ pub struct Stopping {
     pub force: CancellationToken,
 }
 
-/// Accepts connections on `listener` and serves `service` on each until
+/// Accepts connections on `listener` and serves `service` on each (over
+/// TLS when `tls` is given: the handshake runs in the connection's own task,
+/// bounded in time, so a client that stalls in it holds up nobody) until
 /// `stopping.drain` fires; then stops accepting (closing the socket),
 /// retires every connection and returns once all are closed (or at once
 /// when `stopping.force` fires).
 pub async fn serve<S>(
     listener: TcpListener,
+    tls: Option<TlsState>,
     service: S,
     admission: Arc<Admission>,
     options: ConnOptions,
@@ -153,11 +160,12 @@ pub async fn serve<S>(
             Some((guard, message)) => (Some(guard), Some(Arc::from(message))),
             None => (None, None),
         };
-        let info = ConnInfo {
+        let mut info = ConnInfo {
             id,
             remote: Some(remote),
             age_deadline: retire_at,
             refused: refused_message,
+            peer: None,
         };
         let conn = Conn {
             io,
@@ -169,14 +177,28 @@ pub async fn serve<S>(
         } else {
             options.max_age_grace
         };
-        connections.spawn(serve_connection(
-            conn,
-            info,
+        let (service, builder, stopping, tls) = (
             service.clone(),
             builder.clone(),
-            grace,
             stopping.clone(),
-        ));
+            tls.clone(),
+        );
+        connections.spawn(async move {
+            let Some(tls) = tls else {
+                return serve_connection(conn, info, service, builder, grace, stopping).await;
+            };
+            let accepted = tokio::select! {
+                accepted = tls.accept(conn) => accepted,
+                () = stopping.force.cancelled() => return,
+            };
+            match accepted {
+                Ok(stream) => {
+                    info.peer = stream.principal().cloned();
+                    serve_connection(stream, info, service, builder, grace, stopping).await;
+                }
+                Err(err) => tracing::debug!(%err, %remote, "TLS handshake failed"),
+            }
+        });
     }
     drop(listener);
     connections.close();
@@ -187,14 +209,15 @@ pub async fn serve<S>(
 }
 
 /// Serves one connection until it closes, is retired, or the server stops.
-async fn serve_connection<S>(
-    conn: Conn,
+async fn serve_connection<IO, S>(
+    conn: IO,
     info: ConnInfo,
     service: S,
     builder: Arc<http2::Builder<TokioExecutor>>,
     grace: Duration,
     stopping: Stopping,
 ) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send

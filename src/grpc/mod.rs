@@ -2,6 +2,7 @@
 //! stream a task running [`produce::drive`] and returns its responses; and
 //! [`listener`], which accepts the connections it is served on.
 
+pub mod auth;
 pub mod listener;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::error::StreamError;
 use crate::limits::Reservations;
 use crate::metrics::Metrics;
 use crate::produce::{
-    self, Observers, ResponseStream, Stop, StreamLimits, Summary, kafka::KafkaSender,
+    self, Callers, Observers, ResponseStream, Stop, StreamLimits, Summary, kafka::KafkaSender,
 };
 use crate::proto::producer_server::{Producer, ProducerServer};
 use crate::proto::{ProduceRequest, ProduceResponse};
@@ -38,6 +39,8 @@ pub struct ProducerService {
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
     tracing: Arc<Tracing>,
+    /// What each caller is held to: policy, quotas, principal header.
+    callers: Callers,
 }
 
 impl ProducerService {
@@ -48,6 +51,7 @@ impl ProducerService {
         tasks: TaskTracker,
         metrics: Arc<Metrics>,
         tracing: Arc<Tracing>,
+        callers: Callers,
     ) -> Self {
         Self {
             sender,
@@ -56,6 +60,7 @@ impl ProducerService {
             tasks,
             metrics,
             tracing,
+            callers,
         }
     }
 
@@ -92,6 +97,8 @@ impl ProducerService {
             .get::<Reservations>()
             .cloned()
             .unwrap_or_default();
+        let caller = self.callers.caller(auth::principal(extensions));
+        let principal = caller.principal.as_ref().map(|p| p.name().to_owned());
         let (responder, responses) = produce::respond::channel(RESPONSE_BUFFER);
         let sender = self.sender.clone();
         let limits = self.limits;
@@ -109,19 +116,21 @@ impl ProducerService {
                 reservations,
                 responder,
                 stop,
+                caller,
                 &observers,
             )
             .await;
-            log_summary(kind, &summary);
+            log_summary(kind, principal.as_deref(), &summary);
         });
         Ok(responses)
     }
 }
 
-fn log_summary(kind: &'static str, summary: &Summary) {
+fn log_summary(kind: &'static str, principal: Option<&str>, summary: &Summary) {
     if summary.stalled {
         tracing::info!(
             kind,
+            principal,
             batches = summary.batches,
             records_ok = summary.records_ok,
             records_failed = summary.records_failed,
@@ -133,6 +142,7 @@ fn log_summary(kind: &'static str, summary: &Summary) {
     if summary.client_gone {
         tracing::info!(
             kind,
+            principal,
             batches = summary.batches,
             records_ok = summary.records_ok,
             records_failed = summary.records_failed,
@@ -143,6 +153,7 @@ fn log_summary(kind: &'static str, summary: &Summary) {
     }
     tracing::debug!(
         kind,
+        principal,
         batches = summary.batches,
         records_ok = summary.records_ok,
         records_failed = summary.records_failed,

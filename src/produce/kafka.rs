@@ -253,21 +253,25 @@ impl Sender for KafkaSender {
     type Delivery = KafkaDelivery;
 
     fn try_send(&self, record: OutboundRecord) -> Result<KafkaDelivery, TrySendError> {
-        // The batch's trace context follows the client's headers, unless the
-        // client set its own context on the record.
+        // The client's headers (but one named as the principal header,
+        // which it may not forge), then the principal's, then the batch's
+        // trace context, unless the client set its own on the record.
+        let stamp = record.stamp.as_deref();
         let trace = record
             .trace_headers
             .as_deref()
             .filter(|_| !record.headers.iter().any(|h| h.key == TRACEPARENT))
             .map_or(&[][..], Vec::as_slice);
-        let count = record.headers.len() + trace.len();
+        let count = record.headers.len() + usize::from(stamp.is_some()) + trace.len();
         let headers = (count > 0).then(|| {
             let client = record
                 .headers
                 .iter()
+                .filter(|h| stamp.is_none_or(|(name, _)| h.key != *name))
                 .map(|h| (h.key.as_str(), &h.value[..]));
+            let stamp = stamp.map(|(name, value)| (name.as_str(), &value[..]));
             let trace = trace.iter().map(|(k, v)| (k.as_str(), &v[..]));
-            client.chain(trace).fold(
+            client.chain(stamp).chain(trace).fold(
                 OwnedHeaders::new_with_capacity(count),
                 |headers, (key, value)| {
                     headers.insert(Header {

@@ -12,6 +12,7 @@
 //! backpressure are unit-tested without Kafka.
 
 mod batches;
+pub mod caller;
 pub mod classify;
 pub mod kafka;
 pub mod respond;
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use crate::proto;
 use crate::telemetry::TraceHeaders;
 
+pub use caller::{Caller, Callers, Stamp};
 pub use respond::{Responder, ResponseStream};
 pub use stream::{Observers, Stop, StreamLimits, Summary, drive};
 pub use window::Limits;
@@ -51,6 +53,9 @@ pub struct OutboundRecord {
     /// (unless the client set a `traceparent` of its own). Shared by every
     /// record of the batch.
     pub trace_headers: Option<TraceHeaders>,
+    /// `--principal-header` and the caller's principal: replaces any
+    /// client header of that name. Shared by every record of the stream.
+    pub stamp: Option<Stamp>,
 }
 
 /// Where Kafka stored a record.

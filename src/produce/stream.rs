@@ -37,6 +37,7 @@ use crate::shutdown;
 use crate::telemetry::Tracing;
 
 use super::batches::{Batches, Tag};
+use super::caller::Caller;
 use super::respond::{Blocked, Responder};
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
@@ -200,6 +201,7 @@ impl Intake {
 /// `reservations` holds each batch's share of the gateway's memory budget,
 /// in the order the batches arrive; the driver keeps each one until the
 /// batch is answered.
+#[allow(clippy::too_many_arguments)]
 pub async fn drive<S, In>(
     sender: &S,
     limits: &StreamLimits,
@@ -207,6 +209,7 @@ pub async fn drive<S, In>(
     reservations: Reservations,
     responder: Responder,
     mut stop: Stop,
+    mut caller: Caller,
     observers: &Observers,
 ) -> Summary
 where
@@ -225,6 +228,9 @@ where
     let mut intake = Intake::Open;
     // Since when the front response waits for the client to read.
     let mut blocked_since: Option<Instant> = None;
+    // Until when the caller is over its quota: nothing is handed over or
+    // read meanwhile.
+    let mut paused_until: Option<Instant> = None;
 
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
@@ -233,7 +239,9 @@ where
             summary.records_abandoned += pending.len() as u64;
             pending.clear();
         }
-        while let Some((tag, record)) = pending.pop_front() {
+        while paused_until.is_none()
+            && let Some((tag, record)) = pending.pop_front()
+        {
             if !window.has_room(record.size) {
                 pending.push_front((tag, record));
                 break;
@@ -299,6 +307,7 @@ where
         let blocked = blocked_since.filter(|_| !intake.is_abandoned());
         let stall_at = blocked.map(|since| intake.stall_deadline(since, limits));
         let can_read = intake.is_open()
+            && paused_until.is_none()
             && pending.is_empty()
             && batches.held_records() < limits.window.max_records
             && batches.held_bytes() < limits.window.max_bytes;
@@ -317,6 +326,9 @@ where
             // An async block, so the timer is only built (and the clock
             // read) when this branch is enabled, not on every turn.
             () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await }, if queue_full && window.is_empty() => {}
+            () = async { tokio::time::sleep_until(paused_until.expect("paused")).await }, if paused_until.is_some() => {
+                paused_until = None;
+            }
             room = responder.ready(), if blocked.is_some() => {
                 if !room {
                     summary.client_gone = true;
@@ -350,8 +362,15 @@ where
                         reservation.shrink_to(request.encoded_len() + BATCH_OVERHEAD);
                     }
                     let stream = StreamState { batches: &mut batches, pending: &mut pending, summary: &mut summary };
-                    if let Err(error) = accept(sender, limits, observers, request, reservation, stream).await {
-                        intake = Intake::Stopped { error, since: Instant::now() };
+                    match accept(sender, limits, observers, &mut caller, request, reservation, stream).await {
+                        Ok((records, bytes)) => {
+                            let wait = caller.charge(records, bytes);
+                            if !wait.is_zero() {
+                                metrics.throttled(caller.label(), wait);
+                                paused_until = Some(Instant::now() + wait);
+                            }
+                        }
+                        Err(error) => intake = Intake::Stopped { error, since: Instant::now() },
                     }
                 }
                 Some(Err(status)) => match StreamError::from_inbound(&status) {
@@ -420,15 +439,16 @@ struct StreamState<'a> {
 }
 
 /// Validates a batch, opens its response and its span, and queues its
-/// valid records.
+/// valid records; returns how many records and payload bytes it queued.
 async fn accept<S: Sender>(
     sender: &S,
     limits: &StreamLimits,
     observers: &Observers,
+    caller: &mut Caller,
     request: ProduceRequest,
     reservation: Option<crate::limits::Reservation>,
     stream: StreamState<'_>,
-) -> Result<(), StreamError> {
+) -> Result<(u64, u64), StreamError> {
     if request.records.len() > limits.max_batch_records {
         return Err(StreamError::TooManyRecords {
             batch_id: request.batch_id,
@@ -445,8 +465,10 @@ async fn accept<S: Sender>(
         },
         request.batch_id,
         request.records.len(),
+        caller.principal.as_ref().map(|p| p.name()),
     );
     let trace_headers = trace.headers.clone();
+    let stamp = caller.stamp().cloned();
     let metrics = &*observers.metrics;
     let seq = stream.batches.open(
         request.batch_id,
@@ -464,6 +486,7 @@ async fn accept<S: Sender>(
     // most skip hashing the name.
     let mut last: Option<(Arc<str>, Option<RecordError>)> = None;
     let mut held_bytes = 0;
+    let (mut queued, mut queued_bytes) = (0u64, 0u64);
     for (index, record) in request.records.into_iter().enumerate() {
         let size = validate::record_size(&record);
         held_bytes += size;
@@ -492,7 +515,15 @@ async fn accept<S: Sender>(
                 let failure = match topics.get(&record.topic) {
                     Some(failure) => failure.clone(),
                     None => {
-                        let failure = sender.ensure_topic(&record.topic).await.err();
+                        // Authorized first: a denied topic is not even
+                        // created.
+                        let failure = match caller.authorize(&record.topic) {
+                            Err(denied) => {
+                                observers.metrics.denied(caller.label());
+                                Some(denied)
+                            }
+                            Ok(()) => sender.ensure_topic(&record.topic).await.err(),
+                        };
                         topics.insert(record.topic.clone(), failure.clone());
                         failure
                     }
@@ -514,12 +545,15 @@ async fn accept<S: Sender>(
             }
             None => {
                 record.trace_headers = trace_headers.clone();
+                record.stamp = stamp.clone();
+                queued += 1;
+                queued_bytes += record.size as u64;
                 stream.pending.push_back((tag, record));
             }
         }
     }
     stream.batches.hold_bytes(seq, held_bytes);
-    Ok(())
+    Ok((queued, queued_bytes))
 }
 
 /// The one topic every record of a batch goes to, if there is one: the span's
@@ -720,6 +754,7 @@ mod tests {
                 Reservations::default(),
                 responder,
                 stop,
+                Caller::anonymous(),
                 &Observers::none(),
             )
             .await
@@ -807,6 +842,7 @@ mod tests {
             Reservations::default(),
             responder,
             Stop::never(),
+            Caller::anonymous(),
             &observers,
         );
         let collect = async {

@@ -132,6 +132,7 @@ pub fn prepare(
         timestamp_ms: record.timestamp_ms,
         size,
         trace_headers: None,
+        stamp: None,
     })
 }
 
