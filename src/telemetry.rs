@@ -25,6 +25,7 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithTonicConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
@@ -77,8 +78,11 @@ impl Tracing {
         if !exporter_configured(&var)? {
             return Ok(Self::disabled());
         }
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(tls) = exporter_tls(&var)? {
+            builder = builder.with_tls_config(tls);
+        }
+        let exporter = builder
             .build()
             .map_err(|err| Error::Config(format!("OTLP trace exporter: {err}")))?;
         let mut resource = Resource::builder()
@@ -203,6 +207,63 @@ fn exporter_configured(var: &impl Fn(&str) -> Option<String>) -> Result<bool, Er
         None => Ok(var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
             || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()),
     }
+}
+
+/// TLS for an `https://` collector endpoint: the system's CAs, or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (PEM); a client certificate from
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `..._CLIENT_KEY` for mutual
+/// TLS. Each also as `OTEL_EXPORTER_OTLP_TRACES_*`, which wins. `None` for a
+/// plain `http://` endpoint.
+fn exporter_tls(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, Error> {
+    let setting = |name: &str| {
+        var(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+            .map(|v| (format!("OTEL_EXPORTER_OTLP_TRACES_{name}"), v))
+            .or_else(|| {
+                var(&format!("OTEL_EXPORTER_OTLP_{name}"))
+                    .map(|v| (format!("OTEL_EXPORTER_OTLP_{name}"), v))
+            })
+    };
+    let https =
+        setting("ENDPOINT").is_some_and(|(_, endpoint)| endpoint.trim().starts_with("https://"));
+    let read = |(name, path): (String, String)| {
+        std::fs::read(path.trim())
+            .map_err(|err| Error::Config(format!("{name}={path}: cannot read it: {err}")))
+    };
+    let ca = setting("CERTIFICATE");
+    let client = (setting("CLIENT_CERTIFICATE"), setting("CLIENT_KEY"));
+    if !https {
+        if ca.is_some() || client.0.is_some() || client.1.is_some() {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_*CERTIFICATE/KEY are set but the endpoint is not https://: \
+                 spans go out in plain text and the certificates are not used"
+            );
+        }
+        return Ok(None);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    tls = match ca {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+        None => tls.with_native_roots(),
+    };
+    match client {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Config(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go \
+                 together: set both for mutual TLS, or neither"
+                    .into(),
+            ));
+        }
+    }
+    Ok(Some(tls))
 }
 
 fn propagator() -> TextMapCompositePropagator {
@@ -394,6 +455,38 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ]);
         assert!(message.contains("set it to grpc"), "{message}");
+    }
+
+    #[test]
+    fn https_endpoints_get_tls_and_certificates_must_be_readable() {
+        let tls = |pairs: &[(&str, &str)]| exporter_tls(&vars(pairs));
+        assert!(
+            tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317")])
+                .unwrap()
+                .is_some()
+        );
+        let err = tls(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE=/no/such/ca.pem"),
+            "{err}"
+        );
+        let err = tls(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("go together"), "{err}");
     }
 
     fn metadata(pairs: &[(&'static str, &'static str)]) -> tonic::metadata::MetadataMap {
