@@ -43,8 +43,13 @@ fuzz_flags=(--sanitizer address --debug-assertions)
 declare -A max_len=([produce_request]=4096 [produce_input]=1024)
 targets=(produce_request produce_input)
 
+if ! cargo metadata --locked --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null; then
+    echo "fuzz: fuzz/Cargo.lock is out of date (the gateway's dependencies changed?); run" \
+        "'cargo metadata --manifest-path fuzz/Cargo.toml >/dev/null', which adds what is missing" \
+        "and keeps every other version, and commit fuzz/Cargo.lock"
+    exit 1
+fi
 echo "fuzz/Cargo.lock is up to date"
-cargo metadata --locked --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null
 
 echo "building ${targets[*]} (the first build compiles librdkafka and takes minutes)"
 cargo fuzz build "${fuzz_flags[@]}"
@@ -75,7 +80,14 @@ for target in "${targets[@]}"; do
     echo "fuzzing $target for ${seconds}s (log: $log)"
     if ! cargo fuzz run "${fuzz_flags[@]}" "$target" "${inputs[@]}" -- "${args[@]}" \
         >"$log" 2>&1; then
-        tail -n 60 "$log"
+        # The panic or the sanitizer's report, else the end of the log.
+        report=$(grep -E -A3 'panicked at|==[0-9]+== ?ERROR' "$log" | head -n 40 || true)
+        if [ -n "$report" ]; then
+            printf '%s\n' "$report"
+        else
+            tail -n 40 "$log"
+        fi
+        echo "(the whole output: $log)"
         input=$(sed -n 's/.*Test unit written to \(.*\)/\1/p' "$log" | tail -n 1)
         echo
         echo "fuzz: $target CRASHED; input: ${input:-none written, see $log}"
