@@ -14,6 +14,7 @@
 
 pub mod binary;
 pub mod invariants;
+pub mod pki;
 pub mod proxy;
 
 use std::net::SocketAddr;
