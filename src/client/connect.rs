@@ -362,7 +362,9 @@ impl Connection {
     /// check.
     pub fn unreachable(&self, error: &(dyn StdError + 'static)) -> ProduceError {
         let target = &self.target;
+        // A sentence of its own follows: no "..".
         let why = super::error_chain(error);
+        let why = why.trim_end_matches('.');
         ProduceError::Unavailable(match self.tls_fix(error) {
             Some(fix) => format!("TLS with the gateway at {target} failed: {why}. {fix}"),
             None => format!(
@@ -382,6 +384,7 @@ impl Connection {
         }
         let target = &self.target;
         let why = super::pipeline::Broke::status(status).reason;
+        let why = why.trim_end_matches('.');
         if let Some(fix) = self.tls_fix(status) {
             return ProduceError::Unavailable(format!(
                 "TLS with the gateway at {target} failed: {why}. {fix}"
