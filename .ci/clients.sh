@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The client examples end to end: installs the Python and Node dependencies,
-# starts an already-built gateway on a free port, runs examples/python's and
-# examples/node's tests against it (produce over gRPC, check every ack and
-# per-record error in order, read the records back from Kafka with
-# confluent-kafka) and stops the gateway, whatever happens.
+# starts an already-built gateway on a free port, and a second one serving TLS
+# that requires a client certificate and an API key (certificates made here
+# with openssl, the principal stamped into an x-principal header), both
+# producing to the same Kafka; runs examples/python's and examples/node's
+# tests against them (produce over gRPC in plaintext and over TLS with a
+# bearer token, check every ack and per-record error in order, read the
+# records back from Kafka with confluent-kafka) and stops the gateways,
+# whatever happens.
 #
 #   bash .ci/clients.sh                      # gateway on its embedded broker
 #   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 bash .ci/clients.sh   # a real broker
@@ -22,7 +26,8 @@
 #   KAFKA_TEST_TOPIC         an existing topic for both tests; nothing is created
 #   KAFKA_CLIENTS_VENV       the Python virtualenv to (re)use
 #                            (default ${TMPDIR:-/tmp}/kafka-gateway-clients-venv)
-# Every step fails loudly; none is skipped.
+# Every step fails loudly; none is skipped, and a test that skips itself fails
+# the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,17 +37,28 @@ die() { printf 'clients.sh: %s\n' "$*" >&2; exit 1; }
 bin=${KAFKA_GATEWAY_BIN:-target/debug/kafka-gateway}
 external=${KAFKA_BOOTSTRAP_SERVERS:-}
 [ -x "$bin" ] || die "no gateway binary at $bin: build it first (cargo build) or set KAFKA_GATEWAY_BIN"
-for cmd in python3 node npm; do
+for cmd in python3 node npm openssl sha256sum; do
     command -v "$cmd" >/dev/null || die "$cmd is needed and not installed"
 done
 work=$(mktemp -d)
 gateway_pid=
+tls_gateway_pid=
 
-stop_gateway() {
+# The flags given here, not stray variables, decide where the gateways listen
+# and produce and what they require; and the clients' TLS and token variables
+# are the tests' to set.
+unset KAFKA_GATEWAY_LISTEN KAFKA_GATEWAY_BOOTSTRAP_SERVERS KAFKA_GATEWAY_TLS_CERT \
+    KAFKA_GATEWAY_TLS_KEY KAFKA_GATEWAY_TLS_CLIENT_CA KAFKA_GATEWAY_JWT_JWKS KAFKA_GATEWAY_API_KEYS \
+    KAFKA_GATEWAY_AUTHZ_POLICY KAFKA_GATEWAY_PRINCIPAL_HEADER KAFKA_GATEWAY_AUTH_PROTECT_HEALTH \
+    KAFKA_GATEWAY_CA KAFKA_GATEWAY_CLIENT_CERT KAFKA_GATEWAY_CLIENT_KEY \
+    KAFKA_GATEWAY_TLS_SERVER_NAME KAFKA_GATEWAY_TOKEN KAFKA_GATEWAY_TOKEN_FILE
+
+stop_gateway() { # VAR: SIGTERM to the gateway whose pid $VAR holds; its exit status
     # SIGTERM, the graceful drain; SIGKILL if it is still there after 20 s.
-    [ -n "$gateway_pid" ] || return 0
-    local pid=$gateway_pid status=0
-    gateway_pid=
+    local var=$1
+    local pid=${!var} status=0
+    [ -n "$pid" ] || return 0
+    printf -v "$var" '%s' ''
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 200); do
         kill -0 "$pid" 2>/dev/null || break
@@ -57,10 +73,15 @@ stop_gateway() {
 }
 cleanup() {
     local status=$?
-    stop_gateway || true
-    if [ "$status" -ne 0 ] && [ -s "$work/gateway.log" ]; then
-        echo "--- gateway log (last 40 lines)" >&2
-        tail -n 40 "$work/gateway.log" >&2
+    # The TLS gateway first: it may produce to the other one's embedded broker.
+    stop_gateway tls_gateway_pid || true
+    stop_gateway gateway_pid || true
+    if [ "$status" -ne 0 ]; then
+        for log in "$work/gateway.log" "$work/tls-gateway.log" "$work/openssl.log"; do
+            [ -s "$log" ] || continue
+            echo "--- $(basename "$log") (last 40 lines)" >&2
+            tail -n 40 "$log" >&2
+        done
     fi
     rm -rf "$work"
     exit "$status"
@@ -81,39 +102,86 @@ python=$venv/bin/python
 step "Node dependencies (npm ci in examples/node)"
 (cd examples/node && npm ci --no-audit --no-fund)
 
-step "start the gateway ($bin)"
-args=(serve --listen 127.0.0.1:0 --shutdown-timeout 10s)
-if [ -n "$external" ]; then
-    args+=(--bootstrap-servers "$external")
-fi
-if [ -n "${KAFKA_GATEWAY_ARGS:-}" ]; then
-    read -r -a extra <<<"$KAFKA_GATEWAY_ARGS"
-    args+=("${extra[@]}")
-fi
-echo "$bin ${args[*]}"
-# The flags given here, not stray KAFKA_GATEWAY_* variables, decide where it listens and produces.
-env -u KAFKA_GATEWAY_LISTEN -u KAFKA_GATEWAY_BOOTSTRAP_SERVERS NO_COLOR=1 \
-    "$bin" "${args[@]}" >"$work/gateway.log" 2>&1 &
-gateway_pid=$!
-log_value() { # the first value of NAME= on a line matching PATTERN, colours stripped
-    sed -e 's/\x1b\[[0-9;]*m//g' "$work/gateway.log" | sed -n "/$1/{s/.*$2=\\([^ ]*\\).*/\\1/p;q}"
+log_value() { # FILE PATTERN NAME: the first value of NAME= on a line matching PATTERN, colours stripped
+    sed -e 's/\x1b\[[0-9;]*m//g' "$1" | sed -n "/$2/{s/.*$3=\\([^ ]*\\).*/\\1/p;q}"
 }
-target=
-for _ in $(seq 300); do
-    target=$(log_value 'gRPC server listening' addr)
-    [ -n "$target" ] && break
-    kill -0 "$gateway_pid" 2>/dev/null || die "the gateway exited before listening"
-    sleep 0.1
-done
-[ -n "$target" ] || die "the gateway did not log 'gRPC server listening addr=...' within 30 s"
+# start_gateway PIDVAR NAME FLAGS...: starts `serve` on a free port with FLAGS
+# and $KAFKA_GATEWAY_ARGS, logging to $work/NAME.log; sets $PIDVAR at once (so
+# that cleanup stops it whatever happens next), and $started_addr once it logs
+# its gRPC address.
+start_gateway() {
+    local var=$1 name=$2 addr='' pid
+    shift 2
+    local log=$work/$name.log
+    local args=(serve --listen 127.0.0.1:0 --shutdown-timeout 10s "$@")
+    if [ -n "${KAFKA_GATEWAY_ARGS:-}" ]; then
+        read -r -a extra <<<"$KAFKA_GATEWAY_ARGS"
+        args+=("${extra[@]}")
+    fi
+    echo "$bin ${args[*]}"
+    NO_COLOR=1 "$bin" "${args[@]}" >"$log" 2>&1 &
+    pid=$!
+    printf -v "$var" '%s' "$pid"
+    for _ in $(seq 300); do
+        addr=$(log_value "$log" 'gRPC server listening' addr)
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || die "the $name exited before listening (its log is below)"
+        sleep 0.1
+    done
+    [ -n "$addr" ] || die "the $name did not log 'gRPC server listening addr=...' within 30 s"
+    started_addr=$addr
+}
+
+step "start the gateway ($bin)"
+if [ -n "$external" ]; then
+    start_gateway gateway_pid gateway --bootstrap-servers "$external"
+else
+    start_gateway gateway_pid gateway
+fi
+target=$started_addr
 if [ -n "$external" ]; then
     bootstrap=$external
 else
-    bootstrap=$(log_value 'embedded Kafka broker' bootstrap.servers)
+    bootstrap=$(log_value "$work/gateway.log" 'embedded Kafka broker' bootstrap.servers)
     [ -n "$bootstrap" ] || die "the gateway did not log the embedded broker's bootstrap.servers"
 fi
 echo "gateway pid $gateway_pid: gRPC at $target, Kafka at $bootstrap"
+
+step "a CA, server and client certificates (openssl), an API key, and a gateway that requires them"
+pki=$work/pki
+mkdir "$pki"
+openssl_log=$work/openssl.log
+ssl() { openssl "$@" 2>>"$openssl_log" || die "openssl $1 failed (its output is below)"; }
+ssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=kafka-gateway CI CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout "$pki/ca-key.pem" -out "$pki/ca.pem"
+leaf() { # NAME CN EXTENSIONS: $pki/NAME.pem and $pki/NAME-key.pem, signed by the CA
+    ssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+        -keyout "$pki/$1-key.pem" -out "$pki/$1.csr"
+    printf '%s\n' "$3" >"$pki/$1.ext"
+    ssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca-key.pem" \
+        -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$pki/$1.ext" -out "$pki/$1.pem"
+}
+leaf server localhost $'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature'
+leaf client ci-client $'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature'
+# An API key as the gateway files them: principal:<sha256 hex of the key>.
+token=$(openssl rand -hex 24)
+principal=ci-examples
+printf '%s:%s\n' "$principal" "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" >"$pki/api-keys.txt"
+openssl x509 -in "$pki/server.pem" -noout -subject -ext subjectAltName
+# Producing to the same Kafka, so the tests read back what it stored.
+start_gateway tls_gateway_pid tls-gateway --bootstrap-servers "$bootstrap" \
+    --tls-cert "$pki/server.pem" --tls-key "$pki/server-key.pem" --tls-client-ca "$pki/ca.pem" \
+    --api-keys "$pki/api-keys.txt" --principal-header x-principal
+# By name, as clients usually reach a TLS server: an IP address is no server
+# name (SNI), which Node warns about and the gateway's TLS library logs.
+tls_target=https://localhost:${started_addr##*:}
+echo "TLS gateway pid $tls_gateway_pid: gRPC at $tls_target (client certificate and API key required)"
+
 export KAFKA_GATEWAY_TARGET=$target KAFKA_BOOTSTRAP_SERVERS=$bootstrap KAFKA_VERIFY_PYTHON=$python
+export KAFKA_TEST_TLS_TARGET=$tls_target KAFKA_TEST_TLS_CA=$pki/ca.pem \
+    KAFKA_TEST_TLS_CLIENT_CERT=$pki/client.pem KAFKA_TEST_TLS_CLIENT_KEY=$pki/client-key.pem \
+    KAFKA_TEST_TOKEN=$token KAFKA_TEST_PRINCIPAL=$principal KAFKA_TEST_PRINCIPAL_HEADER=x-principal
 
 # Sets $topic for one test. On an external broker, which may not create topics
 # on first use, a new topic is created unless KAFKA_TEST_TOPIC names one.
@@ -142,20 +210,25 @@ choose_topic node
 (cd examples/node && KAFKA_TEST_TOPIC=$topic node --test test.js) 2>&1 | tee "$work/node.out" \
     || failed_runners+=(node)
 
-step "stop the gateway (SIGTERM, graceful drain, exit 0)"
-stop_gateway || die "the gateway did not shut down cleanly (exit $?)"
+step "stop the gateways (SIGTERM, graceful drain, exit 0)"
+stop_gateway tls_gateway_pid || die "the TLS gateway did not shut down cleanly (exit $?)"
+tail -n 2 "$work/tls-gateway.log"
+stop_gateway gateway_pid || die "the gateway did not shut down cleanly (exit $?)"
 tail -n 3 "$work/gateway.log"
 
-# One closing line over both runners; a runner that ran nothing is a failure.
+# One closing line over both runners; a runner that ran nothing, or a test
+# that skipped itself (here every gateway it needs is running), is a failure.
 [ "${#failed_runners[@]}" -eq 0 ] || echo "FAILED: ${failed_runners[*]} (output above)"
 awk '
-    /^python: [0-9]+ passed, [0-9]+ failed$/ { py = 1; passed += $2; failed += $4 }
+    /^python: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$/ { py = 1; passed += $2; failed += $4; skipped += $6 }
     /^# pass [0-9]+$/ { node = 1; passed += $3 }
     /^# fail [0-9]+$/ { failed += $3 }
+    /^# skipped [0-9]+$/ { skipped += $3 }
     END {
         if (!py || !node) { print "clients: a test runner printed no summary"; exit 1 }
         if (passed == 0) { print "clients: no test ran"; exit 1 }
-        printf "clients: %d passed, %d failed\n", passed, failed
-        exit (failed > 0)
+        if (skipped > 0) print "clients: tests skipped themselves (SKIP above), which none may do here"
+        printf "clients: %d passed, %d failed, %d skipped\n", passed, failed, skipped
+        exit (failed > 0 || skipped > 0)
     }' "$work/python.out" "$work/node.out"
 [ "${#failed_runners[@]}" -eq 0 ] || exit 1

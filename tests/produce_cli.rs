@@ -1,6 +1,7 @@
 //! `kafka-gateway produce` as a user runs it: the real binary reads stdin
-//! and produces through a gateway in this process; the records are read
-//! back from the broker and compared with the input, line by line.
+//! and produces through a gateway in this process, or through the gateway
+//! binary serving TLS, client certificates and API keys; the records are
+//! read back from the broker and compared with the input, line by line.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::binary::{self, BIN};
+use common::pki::{CLIENT_PRINCIPAL, Pki};
 use common::*;
 use kafka_gateway::proto::producer_server::{Producer, ProducerServer};
 use kafka_gateway::proto::{ProduceRequest, ProduceResponse, RecordMetadata, RecordResult};
@@ -702,12 +704,33 @@ fn help_answers_the_usual_questions() {
         "69",
         "130",
         "Examples",
+        "https://HOST:PORT",
+        "--tls-ca",
+        "KAFKA_GATEWAY_CA",
+        "--tls-cert",
+        "KAFKA_GATEWAY_CLIENT_CERT",
+        "--tls-key",
+        "--tls-server-name",
+        "--token <TOKEN>",
+        "[env: KAFKA_GATEWAY_TOKEN]",
+        "--token-file",
+        "authorization: Bearer TOKEN",
+        "77",
     ] {
         assert!(
             help.contains(needle),
             "produce --help lacks {needle}:\n{help}"
         );
     }
+    // The token's variable is named, never its value.
+    let output = Command::new(BIN)
+        .args(["produce", "--help"])
+        .env("KAFKA_GATEWAY_TOKEN", "the-secret-token")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("KAFKA_GATEWAY_TOKEN"), "{help}");
+    assert!(!help.contains("the-secret-token"), "{help}");
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
     assert!(help.contains("produce"), "{help}");
@@ -721,7 +744,60 @@ async fn bad_usage_exits_64_before_connecting() {
     for (args, needle) in [
         (vec!["--target", target], "--topic"),
         (vec!["--target", target, "-t", "no spaces"], "' '"),
-        (vec!["--target", "https://gw:443", "-t", "t"], "https"),
+        (
+            vec!["--target", target, "-t", "t", "--tls-ca", "ca.pem"],
+            "use --target https://127.0.0.1:9",
+        ),
+        (
+            vec!["-t", "t", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            "KAFKA_GATEWAY_CLIENT_CERT) needs TLS",
+        ),
+        (
+            vec![
+                "--target",
+                "https://127.0.0.1:9",
+                "-t",
+                "t",
+                "--tls-cert",
+                "c.pem",
+            ],
+            "--tls-cert needs --tls-key",
+        ),
+        (
+            vec![
+                "--target",
+                "https://127.0.0.1:9",
+                "-t",
+                "t",
+                "--tls-ca",
+                "/nonexistent/ca.pem",
+            ],
+            "--tls-ca (KAFKA_GATEWAY_CA) /nonexistent/ca.pem: cannot read it",
+        ),
+        (
+            vec![
+                "--target",
+                target,
+                "-t",
+                "t",
+                "--token-file",
+                "/nonexistent/token",
+            ],
+            "--token-file (KAFKA_GATEWAY_TOKEN_FILE) /nonexistent/token: cannot read it",
+        ),
+        (
+            vec![
+                "--target",
+                target,
+                "-t",
+                "t",
+                "--token",
+                "a",
+                "--token-file",
+                "f",
+            ],
+            "--token (KAFKA_GATEWAY_TOKEN) and --token-file (KAFKA_GATEWAY_TOKEN_FILE) are both set",
+        ),
         (
             vec!["--target", target, "-t", "t", "-f", "json", "-K", ":"],
             "--format text",
@@ -753,5 +829,262 @@ async fn bad_usage_exits_64_before_connecting() {
         run.stderr.contains("cannot create --failed-out"),
         "{}",
         run.stderr
+    );
+}
+
+/// The gateway binary serving TLS with `pki`'s server certificate and
+/// `extra` flags, producing to `kafka`.
+fn serve_tls(kafka: &TestKafka, pki: &Pki, extra: &[&str]) -> binary::Served {
+    let tls = pki.serve_tls();
+    let mut args = vec!["--bootstrap-servers", kafka.bootstrap_servers()];
+    args.extend(tls.iter().map(String::as_str));
+    args.extend(extra);
+    binary::serve(&args, &[])
+}
+
+fn assert_stderr(run: &Run, needles: &[&str]) {
+    for needle in needles {
+        assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
+    }
+}
+
+/// The values stored in `topic`, sorted.
+async fn stored_values(kafka: &TestKafka, topic: &str, count: usize) -> Vec<Option<Vec<u8>>> {
+    let mut values: Vec<_> = consume(kafka.bootstrap_servers(), topic, count)
+        .await
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_verifies_the_gateway_with_tls_ca_and_names_what_failed() {
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("cli-tls").await;
+    let pki = Pki::new("cli-tls");
+    let served = serve_tls(&kafka, &pki, &[]);
+    let target = format!("https://{}", served.grpc);
+    let ca = pki.path("ca.pem");
+
+    let run = produce(
+        &["--target", &target, "--tls-ca", &ca, "-t", &topic],
+        "one\ntwo\nthree\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "over TLS, verified for 127.0.0.1");
+    assert_stderr(&run, &["3 records: 3 acked, 0 failed"]);
+    // From the environment, verified for another name the certificate holds.
+    let run = produce_with(
+        &["-t", &topic],
+        &[
+            ("KAFKA_GATEWAY_TARGET", &target),
+            ("KAFKA_GATEWAY_CA", &ca),
+            ("KAFKA_GATEWAY_TLS_SERVER_NAME", "localhost"),
+        ],
+        b"four\n".to_vec(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "verified for localhost");
+    assert_eq!(
+        stored_values(&kafka, &topic, 4).await,
+        [bytes("four"), bytes("one"), bytes("three"), bytes("two")]
+    );
+
+    // A CA that did not sign the gateway's certificate.
+    let other = Pki::new("cli-tls-other");
+    let other_ca = other.path("ca.pem");
+    let run = produce(
+        &["--target", &target, "--tls-ca", &other_ca, "-t", &topic],
+        "x\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(69), "a failed handshake exits 69");
+    assert_stderr(
+        &run,
+        &[
+            &format!("TLS with the gateway at {target} failed"),
+            "UnknownIssuer",
+            &format!("certificate is not signed by a CA in --tls-ca {other_ca}"),
+            "--tls-ca PATH (KAFKA_GATEWAY_CA)",
+        ],
+    );
+    // A name the certificate does not hold.
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "--tls-ca",
+            &ca,
+            "--tls-server-name",
+            "gateway.example",
+            "-t",
+            &topic,
+        ],
+        "x\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(69));
+    assert_stderr(
+        &run,
+        &[
+            "certificate does not name \"gateway.example\" (--tls-server-name)",
+            "--tls-server-name NAME",
+        ],
+    );
+    // Plain HTTP/2 to a gateway that serves TLS.
+    let plain = format!("http://{}", served.grpc);
+    let run = produce(&["--target", &plain, "-t", &topic], "x\n").await;
+    assert_eq!(run.code, Some(69));
+    assert_stderr(&run, &["use an https:// --target"]);
+    assert_eq!(
+        stored_values(&kafka, &topic, 4).await.len(),
+        4,
+        "nothing stored by the failed runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_the_client_certificate_and_fails_without_it() {
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("cli-mtls").await;
+    let pki = Pki::new("cli-mtls");
+    let ca = pki.path("ca.pem");
+    let served = serve_tls(
+        &kafka,
+        &pki,
+        &["--tls-client-ca", &ca, "--principal-header", "x-principal"],
+    );
+    let target = format!("https://{}", served.grpc);
+
+    let run = produce_with(
+        &["--target", &target, "--tls-ca", &ca, "-t", &topic],
+        &[
+            ("KAFKA_GATEWAY_CLIENT_CERT", &pki.path("client.pem")),
+            ("KAFKA_GATEWAY_CLIENT_KEY", &pki.path("client-key.pem")),
+        ],
+        b"from the client certificate\n".to_vec(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0));
+    let consumed = consume(kafka.bootstrap_servers(), &topic, 1).await;
+    assert_eq!(consumed[0].value, bytes("from the client certificate"));
+    assert_eq!(
+        consumed[0].headers,
+        [(
+            "x-principal".to_owned(),
+            CLIENT_PRINCIPAL.as_bytes().to_vec()
+        )],
+        "the gateway knew the caller by its certificate"
+    );
+
+    // Without a client certificate. The gateway's alert may be lost when it
+    // closes the connection (TLS 1.3 checks the client after the client is
+    // done): either way the message names the flags.
+    let run = produce(&["--target", &target, "--tls-ca", &ca, "-t", &topic], "x\n").await;
+    assert_eq!(run.code, Some(69));
+    assert_stderr(&run, &["--tls-cert and --tls-key", "--tls-client-ca"]);
+    // A client certificate from another CA.
+    let other = Pki::new("cli-mtls-other");
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &other.path("client.pem"),
+            "--tls-key",
+            &other.path("client-key.pem"),
+            "-t",
+            &topic,
+        ],
+        "x\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(69));
+    assert_stderr(&run, &["client certificate", "--tls-client-ca"]);
+    // A key that is not the certificate's.
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &pki.path("client.pem"),
+            "--tls-key",
+            &other.path("client-key.pem"),
+            "-t",
+            &topic,
+        ],
+        "x\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(64));
+    assert_stderr(&run, &["cannot be used together", "the certificate's own"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_sent_as_bearer_and_a_refused_one_exits_77() {
+    use sha2::{Digest, Sha256};
+    const KEY: &str = "cli-api-key-0123456789";
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("cli-token").await;
+    let pki = Pki::new("cli-token");
+    let keys = pki.write(
+        "api-keys.txt",
+        format!("cli:{}\n", hex::encode(Sha256::digest(KEY))),
+    );
+    let served = serve_tls(&kafka, &pki, &["--api-keys", &keys]);
+    let target = format!("https://{}", served.grpc);
+    let ca = pki.path("ca.pem");
+    let tls = [
+        "--target",
+        target.as_str(),
+        "--tls-ca",
+        ca.as_str(),
+        "-t",
+        topic.as_str(),
+    ];
+    let with = |extra: &[&'static str]| [&tls[..], extra].concat();
+
+    let token_file = pki.write("token", format!("{KEY}\n"));
+    for (args, envs) in [
+        (with(&["--token", KEY]), vec![]),
+        (tls.to_vec(), vec![("KAFKA_GATEWAY_TOKEN", KEY)]),
+        (
+            [&tls[..], &["--token-file", token_file.as_str()]].concat(),
+            vec![],
+        ),
+    ] {
+        let run = produce_with(&args, &envs, b"with a token\n".to_vec()).await;
+        assert_eq!(run.code, Some(0), "{args:?} {envs:?}");
+        assert!(!run.stderr.contains(KEY), "the token is never printed");
+    }
+    assert_eq!(stored_values(&kafka, &topic, 3).await.len(), 3);
+
+    let run = produce(&with(&["--token", "not-the-key"]), "x\n").await;
+    assert_eq!(run.code, Some(77), "a refused token exits 77");
+    assert_stderr(
+        &run,
+        &[
+            &format!("the gateway at {target} refused the call: Unauthenticated"),
+            "unknown API key",
+            "check the token from --token (KAFKA_GATEWAY_TOKEN)",
+        ],
+    );
+    assert!(!run.stderr.contains("not-the-key"), "{}", run.stderr);
+    let run = produce(&tls, "x\n").await;
+    assert_eq!(run.code, Some(77));
+    assert_stderr(
+        &run,
+        &["Unauthenticated: no credentials", "--token-file PATH"],
+    );
+    assert_eq!(
+        stored_values(&kafka, &topic, 3).await.len(),
+        3,
+        "nothing stored by the refused runs"
     );
 }

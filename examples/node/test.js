@@ -7,6 +7,15 @@
 // $KAFKA_VERIFY_PYTHON (default python3, which needs confluent-kafka:
 // pip install -r ../python/requirements.txt). KAFKA_TEST_TOPIC names an existing
 // topic to use; otherwise each run makes up a new topic name.
+//
+// The TLS tests need a second gateway producing to the same brokers, serving
+// TLS, requiring a client certificate (--tls-client-ca) and an API key
+// (--api-keys), and stamping the principal into a header (--principal-header);
+// .ci/clients.sh starts one. They are skipped, and say so, unless
+// KAFKA_TEST_TLS_TARGET (its https://HOST:PORT), KAFKA_TEST_TLS_CA,
+// KAFKA_TEST_TLS_CLIENT_CERT, KAFKA_TEST_TLS_CLIENT_KEY, KAFKA_TEST_TOKEN (an
+// API key), KAFKA_TEST_PRINCIPAL (its principal) and KAFKA_TEST_PRINCIPAL_HEADER
+// are set.
 'use strict';
 
 const test = require('node:test');
@@ -16,6 +25,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
 const { produce } = require('./produce');
 
 function env(name) {
@@ -28,6 +38,8 @@ const TARGET = env('KAFKA_GATEWAY_TARGET');
 env('KAFKA_BOOTSTRAP_SERVERS'); // read by the verifier
 const TOPIC = process.env.KAFKA_TEST_TOPIC || `kafka-gateway-node-${crypto.randomBytes(6).toString('hex')}`;
 const VERIFIER = path.resolve(__dirname, '..', 'python', 'verify_consumed.py');
+const TLS_TARGET = process.env.KAFKA_TEST_TLS_TARGET;
+const SKIP_TLS = TLS_TARGET ? false : 'KAFKA_TEST_TLS_TARGET is not set (see the top of test.js)';
 
 const b64 = (buf) => (buf === undefined || buf === null ? null : Buffer.from(buf).toString('base64'));
 
@@ -64,9 +76,12 @@ function assertConsumed(expected) {
   console.log(run.stdout.trim());
 }
 
-test('node produce.js TARGET TOPIC: 8 acks in order, one error for exactly the bad record', () => {
-  const out = execFileSync(process.execPath, [path.join(__dirname, 'produce.js'), TARGET, TOPIC], {
-    encoding: 'utf8', timeout: 60_000,
+// Runs produce.js TARGET TOPIC with `env` and checks its output and the
+// records stored; `stamped` are the headers the gateway adds after the
+// record's own.
+function runExampleScript(target, env = process.env, stamped = []) {
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'produce.js'), target, TOPIC], {
+    encoding: 'utf8', timeout: 60_000, env,
   });
   console.log(out.trim());
   const lines = out.trim().split('\n');
@@ -90,12 +105,16 @@ test('node produce.js TARGET TOPIC: 8 acks in order, one error for exactly the b
       acks.push([Number(m[2]), m[3]]);
       expected.push(expectedRecord(Number(m[2]), m[3], {
         key: Buffer.from(`customer-${i}`), value: Buffer.from(`order ${b}-${i}`),
-        headers: [{ key: 'source', value: Buffer.from('node') }],
+        headers: [{ key: 'source', value: Buffer.from('node') }, ...stamped],
       }));
     }
   }
   assertInOrder(acks);
   assertConsumed(expected);
+}
+
+test('node produce.js TARGET TOPIC: 8 acks in order, one error for exactly the bad record', () => {
+  runExampleScript(TARGET);
 });
 
 function* richBatches() {
@@ -139,12 +158,14 @@ function* richBatches() {
   }
 }
 
-test('several batches on one stream: valid records acked in order, each bad one gets its own error', async () => {
+// Several batches on one stream through `target` with produce()'s `settings`;
+// `stamped` as for runExampleScript.
+async function roundTrip(target, settings = {}, stamped = []) {
   const bad = new Map([['101/1', 'ERROR_CODE_UNKNOWN_PARTITION'], ['102/1', 'ERROR_CODE_INVALID_RECORD']]);
   const acks = [];
   const expected = [];
   const partitionOfKey = new Map();
-  const answered = await produce(TARGET, richBatches());
+  const answered = await produce(target, richBatches(), undefined, settings);
   assert.deepEqual(answered.map(({ response }) => response.batch_id), ['100', '101', '102', '103', '104', '105', '106', '107']);
   for (const { request, response } of answered) {
     request.records.forEach((record, i) => {
@@ -169,10 +190,66 @@ test('several batches on one stream: valid records acked in order, each bad one 
         assert.equal(partition, partitionOfKey.get(k), `${where}: one key, two partitions`);
       }
       acks.push([partition, offset]);
-      expected.push(expectedRecord(partition, offset, record));
+      expected.push(expectedRecord(partition, offset, { ...record, headers: [...(record.headers || []), ...stamped] }));
     });
   }
   const last = assertInOrder(acks);
   console.log(`${acks.length} acks in order over partitions ${[...last.keys()].sort()}, 2 per-record errors`);
   assertConsumed(expected);
+}
+
+test('several batches on one stream: valid records acked in order, each bad one gets its own error', async () => {
+  await roundTrip(TARGET);
+});
+
+// The TLS gateway's CA, the client certificate and the token, as produce() takes them.
+function tlsSettings() {
+  return {
+    ca: fs.readFileSync(env('KAFKA_TEST_TLS_CA')),
+    clientCert: fs.readFileSync(env('KAFKA_TEST_TLS_CLIENT_CERT')),
+    clientKey: fs.readFileSync(env('KAFKA_TEST_TLS_CLIENT_KEY')),
+    token: env('KAFKA_TEST_TOKEN'),
+  };
+}
+
+// The header the TLS gateway adds to every record: the token's principal.
+function stamp() {
+  return { key: env('KAFKA_TEST_PRINCIPAL_HEADER'), value: Buffer.from(env('KAFKA_TEST_PRINCIPAL')) };
+}
+
+// This process' environment plus the variables produce.js reads for TLS and
+// the token (default: the good one).
+function tlsEnvironment(token = env('KAFKA_TEST_TOKEN')) {
+  return {
+    ...process.env,
+    KAFKA_GATEWAY_CA: env('KAFKA_TEST_TLS_CA'),
+    KAFKA_GATEWAY_CLIENT_CERT: env('KAFKA_TEST_TLS_CLIENT_CERT'),
+    KAFKA_GATEWAY_CLIENT_KEY: env('KAFKA_TEST_TLS_CLIENT_KEY'),
+    KAFKA_GATEWAY_TOKEN: token,
+  };
+}
+
+test('over TLS with a client certificate and a token from the KAFKA_GATEWAY_* variables: the same 8 acks, stamped with the principal', { skip: SKIP_TLS }, () => {
+  runExampleScript(TLS_TARGET, tlsEnvironment(), [stamp()]);
+});
+
+test('over TLS, produce() with token, ca, clientCert and clientKey: the same round trip as in plaintext', { skip: SKIP_TLS }, async () => {
+  await roundTrip(TLS_TARGET, tlsSettings(), [stamp()]);
+});
+
+// The client certificate alone would do, but a token, when sent, wins.
+test('over TLS, a token the gateway does not know fails UNAUTHENTICATED saying why, in produce() and in produce.js', { skip: SKIP_TLS }, async () => {
+  const batches = [{ batch_id: 1, topic: TOPIC, records: [{ value: Buffer.from('never stored') }] }];
+  await assert.rejects(produce(TLS_TARGET, batches, undefined, { ...tlsSettings(), token: 'not-a-known-key' }), (err) => {
+    assert.equal(err.code, grpc.status.UNAUTHENTICATED, `${err.code}: ${err.details}`);
+    assert.match(err.details, /unknown API key/);
+    console.log(`UNAUTHENTICATED: ${err.details}`);
+    return true;
+  });
+  const run = spawnSync(process.execPath, [path.join(__dirname, 'produce.js'), TLS_TARGET, TOPIC], {
+    encoding: 'utf8', timeout: 60_000, env: tlsEnvironment('not-a-known-key'),
+  });
+  assert.notEqual(run.status, 0, run.stdout);
+  assert.match(run.stderr, /stream failed: UNAUTHENTICATED: unknown API key/);
+  console.log(`produce.js: ${run.stderr.trim()}`);
 });

@@ -4,6 +4,18 @@
     pip install -r requirements.txt
     python produce.py [TARGET] [TOPIC]     # defaults: $KAFKA_GATEWAY_TARGET or 127.0.0.1:50051, orders
 
+TARGET is HOST:PORT or http://HOST:PORT for plain HTTP/2, https://HOST:PORT for
+TLS. A gateway serving TLS or asking for credentials takes the variables
+`kafka-gateway produce` reads, all optional:
+
+    KAFKA_GATEWAY_CA               CA certificates (PEM) that verify the gateway; default: the system's roots
+    KAFKA_GATEWAY_CLIENT_CERT      a client certificate (PEM) and
+    KAFKA_GATEWAY_CLIENT_KEY       its key, for a gateway started with --tls-client-ca
+    KAFKA_GATEWAY_TLS_SERVER_NAME  verify the gateway's certificate for this name, not TARGET's host
+    KAFKA_GATEWAY_TOKEN            sent as `authorization: Bearer <token>` (an API key or a JWT)
+
+    KAFKA_GATEWAY_CA=ca.pem KAFKA_GATEWAY_TOKEN="$(cat token)" python produce.py https://gateway:50051 orders
+
 The client stubs are generated from proto/kafka_gateway/v1/producer.proto when
 the script starts (grpc_tools.protoc into a temporary directory), so nothing
 generated is kept. Batch 1 carries a record for partition 999 on purpose: it
@@ -43,11 +55,32 @@ def load_stubs(proto_root=PROTO_ROOT):
 pb, rpc = load_stubs()
 
 
-def produce(target, requests):
+def open_channel(target, ca=None, client_cert=None, client_key=None, server_name=None):
+    """A channel to `target`: HOST:PORT or http://HOST:PORT in plaintext, https://HOST:PORT over TLS.
+
+    Over TLS the gateway's certificate is verified against `ca` (PEM bytes; None:
+    the system's roots) for the target's host, or for `server_name`. `client_cert`
+    and `client_key` (PEM bytes) answer a gateway that requires client certificates.
+    """
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("a client certificate needs its key: give both, or neither")
+    if target.startswith("https://"):
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=client_key, certificate_chain=client_cert)
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        return grpc.secure_channel(target.removeprefix("https://"), credentials, options)
+    if ca or client_cert or server_name:
+        raise ValueError(f"TLS settings need an https:// target, not {target}")
+    return grpc.insecure_channel(target.removeprefix("http://"))
+
+
+def produce(target, requests, token=None, **tls):
     """Send `requests` (ProduceRequests) on one Produce stream.
 
     Yields (request, response) pairs: the gateway answers every batch exactly
     once, in the order sent, with one result per record in record order.
+    `token` goes as `authorization: Bearer <token>` (over plain http:// it travels
+    in the clear); `tls` are open_channel's settings.
     """
     sent = []
 
@@ -56,9 +89,10 @@ def produce(target, requests):
             sent.append(request)  # remembered before gRPC sends it
             yield request
 
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     answered = 0
-    with grpc.insecure_channel(target) as channel:
-        for response in rpc.ProducerStub(channel).Produce(outgoing()):
+    with open_channel(target, **tls) as channel:
+        for response in rpc.ProducerStub(channel).Produce(outgoing(), metadata=metadata):
             request = sent[answered]
             answered += 1
             if response.batch_id != request.batch_id or len(response.results) != len(request.records):
@@ -84,11 +118,29 @@ def example_batches(topic):
         yield pb.ProduceRequest(batch_id=b, topic=topic, records=records)
 
 
+def settings_from_env(env=os.environ):
+    """produce()'s TLS files and token, from the variables at the top of this file."""
+    def read(name):
+        path = env.get(name)
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return {
+        "ca": read("KAFKA_GATEWAY_CA"),
+        "client_cert": read("KAFKA_GATEWAY_CLIENT_CERT"),
+        "client_key": read("KAFKA_GATEWAY_CLIENT_KEY"),
+        "server_name": env.get("KAFKA_GATEWAY_TLS_SERVER_NAME") or None,
+        "token": env.get("KAFKA_GATEWAY_TOKEN") or None,
+    }
+
+
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KAFKA_GATEWAY_TARGET", "127.0.0.1:50051")
     topic = sys.argv[2] if len(sys.argv) > 2 else "orders"
     acked = failed = 0
-    for request, response in produce(target, example_batches(topic)):
+    for request, response in produce(target, example_batches(topic), **settings_from_env()):
         for i, result in enumerate(response.results):
             if result.HasField("ok"):
                 at = result.ok
@@ -106,5 +158,8 @@ def main():
 if __name__ == "__main__":
     try:
         main()
+    except (OSError, ValueError) as e:  # a TLS file that cannot be read, settings that do not fit
+        sys.exit(f"error: {e}")
     except grpc.RpcError as e:  # the stream itself broke: nothing after the last answered batch is known
+        # UNAUTHENTICATED: the gateway says what is wrong with the token (or the client certificate).
         sys.exit(f"stream failed: {e.code().name}: {e.details()}")

@@ -2,6 +2,8 @@
 //! an input (stdin), one per line, sends them in batches on one `Produce`
 //! stream and matches the ordered acks back to input lines.
 //!
+//! - [`connect`]: plain HTTP/2 or TLS (mTLS too), the bearer token, and
+//!   what to check when the gateway cannot be reached or refuses the call;
 //! - [`input`]: lines, bounded in length, and how they become records
 //!   (plain values, `KEY<delimiter>VALUE`, or NDJSON);
 //! - [`pipeline`]: batching with a linger, a bounded number of batches in
@@ -10,6 +12,7 @@
 //!
 //! Exit codes follow sysexits.h where one fits; see [`ProduceArgs`]' help.
 
+pub mod connect;
 pub mod input;
 pub mod pipeline;
 pub mod report;
@@ -29,6 +32,7 @@ use tonic::transport::Endpoint;
 use crate::config::{parse_duration, parse_size};
 use crate::produce::validate::check_topic;
 use crate::proto::producer_client::ProducerClient;
+use connect::{ConnectArgs, Connection};
 use input::{Delimiter, Format, LineParser, LineReader, parse_delimiter};
 use pipeline::{Batching, InputEnd};
 use report::{Console, Counters, FailedOut, Reporter, Tally};
@@ -63,6 +67,9 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_CANTCREAT: u8 = 73;
 /// Reading the input or writing --failed-out failed (EX_IOERR).
 pub const EXIT_IOERR: u8 = 74;
+/// The gateway refused the credentials (EX_NOPERM): unlike 69, waiting and
+/// retrying will not help, so a retry loop can tell the two apart.
+pub const EXIT_REFUSED: u8 = 77;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -107,13 +114,24 @@ When the stream breaks, the records sent but not acked are failed as NOT_ACKNOWL
 may or may not be stored) and the lines read but not sent as NOT_SENT; the error names the last \
 line read. Resend those and the input after it.
 
+TLS and tokens: an https:// --target speaks TLS (HTTP/2 by ALPN) and verifies the gateway's \
+certificate, for --target's host or --tls-server-name, against the system's roots or against \
+--tls-ca (the CA that signed the gateway's --tls-cert). A gateway started with --tls-client-ca \
+requires a client certificate: --tls-cert and --tls-key. A gateway started with --api-keys or \
+--jwt-jwks requires a token: --token-file, --token or KAFKA_GATEWAY_TOKEN sends it as \
+`authorization: Bearer TOKEN`. The token is never printed; sent over a plain http:// --target to \
+another host it travels in the clear, and a warning says so. A failed handshake exits 69 and says \
+what to check (the CA, the name, the client certificate); a refused token exits 77 with the \
+gateway's reason (unknown API key, expired, wrong audience...).
+
 Exit status:
   0    every record was acked
   1    some records failed: see the summary and --failed-out
-  64   bad usage
-  69   the gateway could not be reached, or the stream broke
+  64   bad usage, or a TLS or token file that cannot be used
+  69   the gateway could not be reached, the TLS handshake failed, or the stream broke
   73   --failed-out cannot be created
   74   reading stdin or writing --failed-out failed
+  77   the gateway refused the credentials (UNAUTHENTICATED): fix the token or certificate
   130  interrupted by Ctrl-C: reading stops, what was read is sent and answered,
        the summary is printed; a second Ctrl-C exits at once
 
@@ -123,6 +141,10 @@ Examples:
   kafka-gateway produce -t orders --format json --failed-out failed.ndjson < orders.ndjson
   echo '{\"key\": \"k\", \"value\": \"v\", \"headers\": {\"source\": \"cli\"}}' \\
       | kafka-gateway produce --target http://gateway.internal:50051 -t orders --format json
+  kafka-gateway produce --target https://gateway.internal:50051 --tls-ca ca.pem \\
+      --token-file /run/secrets/gateway-token -t orders < orders.txt
+  kafka-gateway produce --target https://10.0.0.7:50051 --tls-ca ca.pem \\
+      --tls-server-name gateway.internal --tls-cert client.pem --tls-key client-key.pem -t orders
   kafka-gateway produce -t chat                          # type lines; Ctrl-D to finish";
 
 /// Read records from stdin, one per line, and produce them through a
@@ -130,8 +152,8 @@ Examples:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kafka-gateway produce", after_long_help = AFTER_HELP)]
 pub struct ProduceArgs {
-    /// The gateway: HOST:PORT or http://HOST:PORT (plain HTTP/2; https is
-    /// not supported).
+    /// The gateway: HOST:PORT or http://HOST:PORT (plain HTTP/2), or
+    /// https://HOST:PORT (TLS; see TLS and credentials).
     #[arg(long, env = "KAFKA_GATEWAY_TARGET", default_value = DEFAULT_TARGET,
           value_name = "ADDR", value_parser = parse_target)]
     pub target: String,
@@ -192,26 +214,31 @@ pub struct ProduceArgs {
     /// command. The exit status still tells.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// TLS and the bearer token.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
-/// Accepts `HOST:PORT` or `http://HOST:PORT`; returns a URI.
+/// Accepts `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT`; returns
+/// a URI. A bare address stays plain HTTP/2, as before TLS existed: TLS is
+/// asked for by its scheme, never guessed.
 pub fn parse_target(s: &str) -> Result<String, String> {
     let s = s.trim();
-    let uri = if s.starts_with("http://") {
+    let uri = if s.starts_with("http://") || s.starts_with("https://") {
         s.to_owned()
-    } else if s.starts_with("https://") {
-        return Err(
-            "https is not supported: this build speaks plain HTTP/2; use http://HOST:PORT".into(),
-        );
     } else if s.contains("://") {
-        return Err(format!("{s:?}: use HOST:PORT or http://HOST:PORT"));
+        return Err(format!(
+            "{s:?}: use HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+        ));
     } else {
         format!("http://{s}")
     };
     match Endpoint::from_shared(uri.clone()) {
         Ok(endpoint) if endpoint.uri().host().is_some_and(|h| !h.is_empty()) => Ok(uri),
         _ => Err(format!(
-            "{s:?} is not an address; use HOST:PORT or http://HOST:PORT, e.g. {DEFAULT_TARGET}"
+            "{s:?} is not an address; use HOST:PORT, http://HOST:PORT or https://HOST:PORT, \
+             e.g. {DEFAULT_TARGET}"
         )),
     }
 }
@@ -241,7 +268,9 @@ impl ProduceArgs {
                     .into(),
             );
         }
-        Ok(())
+        self.connect
+            .validate(&self.target)
+            .map_err(ProduceError::Usage)
     }
 
     fn batching(&self) -> Batching {
@@ -267,6 +296,8 @@ pub enum ProduceError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ProduceError {
@@ -275,6 +306,7 @@ impl ProduceError {
             ProduceError::Usage(_) => EXIT_USAGE,
             ProduceError::FailedOut { .. } => EXIT_CANTCREAT,
             ProduceError::Unavailable(_) => EXIT_UNAVAILABLE,
+            ProduceError::Refused(_) => EXIT_REFUSED,
         }
     }
 }
@@ -308,6 +340,9 @@ where
     R: AsyncBufRead + Unpin + Send + 'static,
 {
     args.validate()?;
+    // Before --failed-out is created: a file that cannot be used leaves
+    // nothing behind.
+    let connection = Connection::load(&args.target, args.connect_timeout, &args.connect)?;
     let failed_out = match &args.failed_out {
         Some(path) => Some(
             FailedOut::create(path).map_err(|source| ProduceError::FailedOut {
@@ -318,31 +353,29 @@ where
         None => None,
     };
     let target = &args.target;
-    let unreachable = |why: String| {
-        ProduceError::Unavailable(format!(
-            "cannot reach the gateway at {target}: {why}; is `kafka-gateway serve` running \
-             there? Set the address with --target or KAFKA_GATEWAY_TARGET"
-        ))
-    };
-    let channel = Endpoint::from_shared(target.clone())
-        .map_err(|err| ProduceError::Usage(format!("--target {target}: {err}")))?
-        .connect_timeout(args.connect_timeout)
-        .tcp_nodelay(true)
+    let console = Arc::new(Console::new(terminal.stderr));
+    if !args.quiet {
+        for warning in connection.warnings() {
+            console.line(&warning);
+        }
+    }
+    let channel = connection
+        .endpoint
         .connect()
         .await
-        .map_err(|err| unreachable(error_chain(&err)))?;
+        .map_err(|err| connection.unreachable(&err))?;
     let mut client = ProducerClient::new(channel);
     let (requests, outbound) = mpsc::channel(1);
-    let responses = tokio::time::timeout(
-        args.connect_timeout,
-        client.produce(ReceiverStream::new(outbound)),
-    )
-    .await
-    .map_err(|_| unreachable("no answer within --connect-timeout".into()))?
-    .map_err(|status| unreachable(pipeline::Broke::status(&status).reason))?
-    .into_inner();
+    let mut call = tonic::Request::new(ReceiverStream::new(outbound));
+    connection.authorize(&mut call);
+    let responses = tokio::time::timeout(args.connect_timeout, client.produce(call))
+        .await
+        .map_err(|_| {
+            connection.unreachable(&std::io::Error::other("no answer within --connect-timeout"))
+        })?
+        .map_err(|status| connection.failed(&status))?
+        .into_inner();
 
-    let console = Arc::new(Console::new(terminal.stderr));
     let counters = Arc::new(Counters::default());
     if terminal.stdin && !args.quiet {
         console.line("reading records from stdin, one per line; Ctrl-D to finish");
@@ -453,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn targets_are_addresses_or_http_uris() {
+    fn targets_are_addresses_or_http_or_https_uris() {
         assert_eq!(
             parse_target("127.0.0.1:50051").unwrap(),
             "http://127.0.0.1:50051"
@@ -463,11 +496,7 @@ mod tests {
             parse_target("http://[::1]:50051").unwrap(),
             "http://[::1]:50051"
         );
-        assert!(
-            parse_target("https://gw:443")
-                .unwrap_err()
-                .contains("https")
-        );
+        assert_eq!(parse_target("https://gw:443").unwrap(), "https://gw:443");
         assert!(parse_target("grpc://gw:1").is_err());
         assert!(parse_target("").is_err());
         assert!(parse_target("a b").is_err());
@@ -492,6 +521,11 @@ mod tests {
         assert!(usage(&[]).contains("--topic"));
         assert!(usage(&["-t", "bad topic"]).contains("' '"));
         assert!(usage(&["-t", "t", "-f", "json", "-K", ":"]).contains("--format text"));
+        assert!(usage(&["-t", "t", "--tls-ca", "ca.pem"]).contains("https://127.0.0.1:50051"));
+        assert!(
+            usage(&["-t", "t", "--target", "https://gw:1", "--tls-key", "k"])
+                .contains("--tls-cert")
+        );
         parse(&["-f", "json"]).unwrap().validate().unwrap();
         assert!(parse(&["-t", "t", "--batch-records", "0"]).is_err());
         assert!(parse(&["-t", "t", "--progress", "--quiet"]).is_err());

@@ -141,6 +141,10 @@ impl Broke {
                  and --max-batch-bytes"
             }
             Code::Unimplemented => "point --target at a kafka-gateway",
+            Code::Unauthenticated | Code::PermissionDenied => {
+                "check the credentials: the token (--token-file, --token or KAFKA_GATEWAY_TOKEN) \
+                 or the client certificate (--tls-cert and --tls-key)"
+            }
             _ => UNREACHABLE_FIX,
         };
         Self { reason, fix }

@@ -153,6 +153,53 @@ impl Ca {
     }
 }
 
+/// The principal of [`Pki`]'s client certificate (its URI SAN), as the
+/// gateway names it.
+pub const CLIENT_PRINCIPAL: &str = "spiffe://tests/produce-cli";
+
+/// A CA and certificates it signed, as the files a user would have: the CA
+/// (`ca.pem`), a server certificate for `localhost` and `127.0.0.1`
+/// (`server.pem`, `server-key.pem`) and a client certificate for
+/// [`CLIENT_PRINCIPAL`] (`client.pem`, `client-key.pem`).
+pub struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Self {
+        let (dir, ca) = (TempDir::new(), Ca::new(&format!("{name} CA")));
+        dir.write("ca.pem", ca.cert_pem());
+        let server = ca.server();
+        dir.write("server.pem", &server.cert_pem);
+        dir.write("server-key.pem", &server.key_pem);
+        let client = ca.client("produce-cli", Some(CLIENT_PRINCIPAL));
+        dir.write("client.pem", &client.cert_pem);
+        dir.write("client-key.pem", &client.key_pem);
+        Self { dir }
+    }
+
+    /// The path of a file in the directory, as a string for command lines.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// Writes `contents` to `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        self.dir.write(name, contents);
+        self.path(name)
+    }
+
+    /// `serve` flags for TLS with the server certificate.
+    pub fn serve_tls(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.path("server.pem"),
+            "--tls-key".into(),
+            self.path("server-key.pem"),
+        ]
+    }
+}
+
 fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
