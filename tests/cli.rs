@@ -157,3 +157,72 @@ fn bad_configuration_exits_64_naming_the_fix() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("only otlp"), "{stderr}");
 }
+
+#[test]
+fn sasl_and_ssl_settings_reach_librdkafka() {
+    // A CA file that does not exist: librdkafka refuses the producer at
+    // start, and the gateway exits 64 naming the property.
+    let output = common::binary::command(
+        "serve",
+        &[
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            "sasl.mechanisms=SCRAM-SHA-512",
+            "-X",
+            "sasl.username=gateway",
+            "-X",
+            "sasl.password=not-logged",
+            "-X",
+            "ssl.ca.location=/nonexistent/ca.pem",
+        ],
+        &[("RUST_LOG", "error")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ssl.ca.location"), "{stderr}");
+    assert!(
+        !stderr.contains("not-logged"),
+        "the password is not logged: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssl_producer_against_a_plaintext_broker_never_becomes_ready() {
+    // SSL towards the embedded broker, which speaks plaintext: librdkafka's
+    // TLS handshake fails, so the setting did reach it, and the gateway
+    // stays not ready, saying why.
+    let broker = kafka_gateway::EmbeddedBroker::start(1, 1).unwrap();
+    let dir = common::pki::TempDir::new();
+    let ca = dir.write("ca.pem", common::pki::Ca::new("kafka CA").cert_pem());
+    let mut served = serve(
+        &[
+            "--bootstrap-servers",
+            broker.bootstrap_servers(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "-X",
+            "security.protocol=SSL",
+            "-X",
+            &format!("ssl.ca.location={}", ca.display()),
+        ],
+        &[],
+    );
+    let saw_ssl = (0..100).any(|_| {
+        served
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok_and(|line| line.contains("SSL"))
+    });
+    assert!(saw_ssl, "librdkafka logs its SSL handshake failing");
+    let metrics: std::net::SocketAddr = served.metrics.clone().unwrap().parse().unwrap();
+    let (status, body) = http_get(metrics, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+}

@@ -732,3 +732,85 @@ async fn sighup_reloads_the_policy_and_an_open_stream_keeps_running() {
     );
     drop(served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_steps_from_zero_to_tls_jwt_and_a_policy_work_as_written() {
+    // 1. demo credentials, as the README makes them.
+    let dir = TempDir::new();
+    let made = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/security/demo_credentials.py"
+        ))
+        .arg(dir.path())
+        .arg("orders-service")
+        .output()
+        .expect("python3 runs (the demo needs Python 3 and openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // 2. the policy.
+    dir.write(
+        "policy.toml",
+        "[[grant]]\nprincipals = [\"orders-service\"]\ntopics = [\"orders\", \"orders.*\"]\n",
+    );
+    // 3. the gateway, with the README's flags (on loopback port 0 and the
+    // embedded broker).
+    let file = |name: &str| path(&dir.path().join(name));
+    let served = serve(
+        &[
+            "--tls-cert",
+            &file("server.pem"),
+            "--tls-key",
+            &file("server-key.pem"),
+            "--jwt-jwks",
+            &file("jwks.json"),
+            "--jwt-issuer",
+            "https://demo.issuer",
+            "--jwt-audience",
+            "kafka-gateway",
+            "--authz-policy",
+            &file("policy.toml"),
+        ],
+        &[],
+    );
+    let port = served.grpc.rsplit(':').next().unwrap();
+    // 4. the client: granted topic acked, another refused.
+    let produce = |topic: &str| {
+        let mut child = common::binary::command(
+            "produce",
+            &[
+                "--target",
+                &format!("https://localhost:{port}"),
+                "--tls-ca",
+                &file("ca.pem"),
+                "--token-file",
+                &file("orders-service.jwt"),
+                "-t",
+                topic,
+            ],
+            &[],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let orders = produce("orders");
+    assert!(
+        orders.status.success(),
+        "{}",
+        String::from_utf8_lossy(&orders.stderr)
+    );
+    let payments = produce("payments");
+    assert_eq!(payments.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&payments.stderr);
+    assert!(report.contains("ERROR_CODE_NOT_AUTHORIZED"), "{report}");
+    drop(served);
+}

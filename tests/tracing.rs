@@ -303,3 +303,73 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
         )
     );
 }
+
+/// The receiver over TLS, with a certificate for `localhost`.
+async fn start_tls_receiver(server: &common::pki::Leaf) -> (Receiver, String) {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(&server.cert_pem, &server.key_pem));
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (receiver, endpoint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_to_an_https_collector_and_name_the_caller() {
+    let dir = common::pki::TempDir::new();
+    let ca = common::pki::Ca::new("collector CA");
+    let ca_file = dir.write("collector-ca.pem", ca.cert_pem());
+    let keys = dir.write(
+        "api-keys",
+        common::pki::api_key_line("checkout", "checkout-key-01"),
+    );
+    let (receiver, endpoint) = start_tls_receiver(&ca.server()).await;
+    let broker = TestKafka::start();
+    let topic = broker.topic("traced-tls").await;
+    let mut served = serve(
+        &[
+            "--bootstrap-servers",
+            broker.bootstrap_servers(),
+            "--api-keys",
+            keys.to_str().unwrap(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![batch(
+        7,
+        &topic,
+        vec![record("k", "v")],
+    )]));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer checkout-key-01".parse().unwrap());
+    let mut inbound = client.produce(request).await.unwrap().into_inner();
+    ok(&inbound.message().await.unwrap().unwrap().results[0]);
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+
+    let spans: Received = receiver.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 1, "the span crossed TLS: {spans:#?}");
+    let span = &spans[0].1;
+    assert_eq!(int(&span.attributes, "kafka_gateway.batch_id"), 7);
+    assert_eq!(string(&span.attributes, "enduser.id"), "checkout");
+}

@@ -248,6 +248,20 @@ fn json_error(err: &serde_json::Error) -> String {
     } else {
         "not valid JSON"
     };
+    // serde quotes an unknown field's name as written: a control character
+    // in it must not reach the terminal (an escape sequence) or split the
+    // message's line.
+    let message: String = message
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
     format!("{what}: {message} (column {})", err.column())
 }
 
@@ -587,5 +601,18 @@ mod tests {
         assert!(err.contains("--topic"), "{err}");
         assert!(parse(&json(false), r#"{"value":"v","topic":"t"}"#).is_ok());
         assert!(parse(&json(true), r#"{"value":"v"}"#).is_ok());
+    }
+
+    #[test]
+    fn field_names_are_quoted_without_control_characters() {
+        let parser = LineParser::new(Format::Json, None, true);
+        for line in [
+            &b"{\"value\":\"v\",\"\\u001b[2J\":1}"[..],
+            b"{\"value\":\"v\",\"a\\nb\":1}",
+            b"{\"value\":\"v\",\"headers\":{\"h\":{\"\\u0007\":1}}}",
+        ] {
+            let why = parser.parse(&Bytes::copy_from_slice(line)).unwrap_err();
+            assert!(!why.chars().any(char::is_control), "{why:?}");
+        }
     }
 }
