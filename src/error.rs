@@ -150,6 +150,7 @@ pub fn record_error(
         code: code as i32,
         message: message.into(),
         retriable,
+        may_be_stored: false,
     }
 }
 

@@ -258,6 +258,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of authentication failures for `reason`.
+    pub fn auth_failures(&self, reason: &'static str) -> Counter {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .clone()
+    }
+
     /// A producer was replaced after a fatal error.
     pub fn producer_replaced(&self) {
         self.producer_replacements.inc();

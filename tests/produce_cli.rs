@@ -640,6 +640,7 @@ async fn unanswered_batches_are_bounded_and_reading_waits_for_acks() {
                 )),
             })
             .collect(),
+        topic: String::new(),
     };
     answer.send(Ok(ack(1))).await.unwrap();
     let fourth = tokio::time::timeout(Duration::from_secs(30), seen.recv())

@@ -81,6 +81,7 @@ fn batches(topic: &str) -> Vec<ProduceRequest> {
                     ..Record::default()
                 })
                 .collect(),
+            ..ProduceRequest::default()
         })
         .collect()
 }

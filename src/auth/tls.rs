@@ -171,18 +171,36 @@ impl TlsState {
 
     /// Runs the TLS handshake on `io` (bounded by [`TLS_HANDSHAKE_TIMEOUT`])
     /// and reads the client certificate's principal, if any.
+    ///
+    /// A handshake that fails leaves the socket closed gently: the alert that
+    /// says why (no certificate, unknown CA, expired) is sent, and what the
+    /// client already wrote is read and dropped for a moment, so that the
+    /// close is not a reset that could destroy the alert before the client
+    /// reads it.
     pub async fn accept<IO>(&self, io: IO) -> io::Result<TlsConnection<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.acceptor().accept(io))
-            .await
-            .map_err(|_| {
-                io::Error::new(
+        let handshake = self.acceptor().accept(io).into_fallible();
+        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Err(_) => {
+                return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("TLS handshake not finished within {TLS_HANDSHAKE_TIMEOUT:?}"),
-                )
-            })??;
+                ));
+            }
+            Ok(Err((err, mut io))) => {
+                let _ = tokio::time::timeout(REFUSED_HANDSHAKE_LINGER, async {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let _ = io.shutdown().await;
+                    let mut sink = [0u8; 1024];
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                return Err(err);
+            }
+            Ok(Ok(stream)) => stream,
+        };
         let principal = match stream
             .get_ref()
             .1
@@ -201,6 +219,10 @@ impl TlsState {
         Ok(TlsConnection { stream, principal })
     }
 }
+
+/// How long a connection whose handshake failed is read (and what it sends
+/// dropped) before it is closed, so the client gets the alert.
+const REFUSED_HANDSHAKE_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The connections of `tcp` (e.g. tonic's `TcpIncoming`), each through
 /// the TLS handshake, as a stream for `Server::serve_with_incoming`.

@@ -252,6 +252,7 @@ async fn run_stream(
                     batch_id,
                     topic: topic.clone(),
                     records,
+                    compact_acks: true,
                 };
                 if tx.send(request).await.is_err() {
                     return;

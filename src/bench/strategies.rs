@@ -32,7 +32,9 @@ use crate::health::Health;
 use crate::limits::Reservations;
 use crate::metrics::Metrics;
 use crate::produce::kafka::KafkaSender;
-use crate::produce::{Caller, Observers, OutboundRecord, Sender, Stop, drive, respond};
+use crate::produce::{
+    Caller, Completions, Observers, OutboundRecord, Sender, Stop, drive, respond,
+};
 use crate::proto::producer_client::ProducerClient;
 use crate::proto::{ProduceRequest, ProduceResponse, Record, record_result};
 use crate::{Listeners, Tracing};
@@ -339,12 +341,13 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
         trace_headers: None,
         stamp: None,
     };
-    match sender.try_send(warmup) {
-        Ok(delivery) => delivery
-            .await
-            .map_err(|err| format!("warm-up record failed: {}", err.message))?,
-        Err(err) => return Err(format!("warm-up record refused: {err:?}")),
-    };
+    let completions = Arc::new(Completions::new());
+    if let Err(err) = sender.try_send(warmup, &completions, 0) {
+        return Err(format!("warm-up record refused: {err:?}"));
+    }
+    for (_, outcome) in completions.next().await {
+        outcome.map_err(|err| format!("warm-up record failed: {}", err.message))?;
+    }
     let limits = config.stream_limits();
     run.streams(|stream, start| {
         let (run, sender) = (run.clone(), sender.clone());
@@ -426,6 +429,7 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
             partition: Some(0),
             ..Record::default()
         }],
+        compact_acks: false,
     };
     let response = client(0)
         .produce_batch(warmup)

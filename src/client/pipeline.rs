@@ -476,6 +476,7 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
                 batch_id,
                 topic: self.topic.clone(),
                 records,
+                compact_acks: false,
             };
             tokio::select! {
                 biased;

@@ -424,6 +424,7 @@ mod tests {
             code: ErrorCode::UnknownPartition as i32,
             message: "m".into(),
             retriable: false,
+            may_be_stored: false,
         };
         let failure = Failure::from_gateway(3, &error, None);
         assert_eq!(failure.code, "ERROR_CODE_UNKNOWN_PARTITION");

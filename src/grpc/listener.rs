@@ -121,6 +121,8 @@ pub async fn serve<S>(
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
     let refused_alive = Arc::new(AtomicUsize::new(0));
+    // The second of the last handshake failure logged.
+    let last_logged = Arc::new(AtomicU64::new(0));
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     loop {
         let accepted = tokio::select! {
@@ -183,6 +185,7 @@ pub async fn serve<S>(
             stopping.clone(),
             tls.clone(),
         );
+        let (tls_failures, last_logged) = (admission.tls_failures.clone(), last_logged.clone());
         connections.spawn(async move {
             let Some(tls) = tls else {
                 return serve_connection(conn, info, service, builder, grace, stopping).await;
@@ -196,7 +199,20 @@ pub async fn serve<S>(
                     info.peer = stream.principal().cloned();
                     serve_connection(stream, info, service, builder, grace, stopping).await;
                 }
-                Err(err) => tracing::debug!(%err, %remote, "TLS handshake failed"),
+                Err(err) => {
+                    tls_failures.inc();
+                    // At most one a second: a scan must not flood the log.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if last_logged.swap(now, Ordering::Relaxed) != now {
+                        tracing::info!(
+                            %err,
+                            %remote,
+                            "TLS handshake failed (further failures this second are only counted)"
+                        );
+                    }
+                }
             }
         });
     }

@@ -49,6 +49,9 @@ pub struct Admission {
     pub streams: Slots,
     /// Bytes of batches read and not yet answered.
     pub budget: Budget,
+    /// TLS handshakes that failed (no or a bad client certificate, a
+    /// plaintext client, a client that does not trust ours).
+    pub tls_failures: Counter,
 }
 
 impl Admission {
@@ -77,6 +80,7 @@ impl Admission {
                 metrics.limit_current("total_in_flight_bytes"),
                 metrics.limit_waits("total_in_flight_bytes"),
             ),
+            tls_failures: metrics.auth_failures("tls_handshake"),
             caps,
         }
     }

@@ -16,6 +16,8 @@ use std::time::Instant;
 use crate::limits::Reservation;
 use crate::metrics::{self, Metrics, RecordLabels};
 use crate::proto::{ProduceResponse, RecordResult};
+
+use super::{Delivered, ok_result};
 use crate::telemetry::BatchTrace;
 
 /// Identifies one record of a stream.
@@ -54,6 +56,9 @@ struct PendingBatch {
     /// Its share of the gateway's memory budget, given back with the
     /// response.
     _reservation: Option<Reservation>,
+    /// With compact acks: the batch's topic, named once in the response and
+    /// left out of the acks of records stored in it.
+    compact: Option<Arc<str>>,
     /// When the batch entered the window.
     started: Instant,
     trace: BatchTrace,
@@ -80,6 +85,7 @@ impl Batches {
         records: usize,
         trace: BatchTrace,
         reservation: Option<Reservation>,
+        compact: Option<Arc<str>>,
         metrics: &Metrics,
     ) -> u64 {
         let seq = self.front_seq + self.queue.len() as u64;
@@ -91,6 +97,7 @@ impl Batches {
             outstanding: records,
             held: (held_records, 0),
             _reservation: reservation,
+            compact,
             started: Instant::now(),
             trace,
             tally: Vec::new(),
@@ -107,6 +114,19 @@ impl Batches {
         let batch = &mut self.queue[(seq - self.front_seq) as usize];
         batch.held.1 += bytes;
         self.held_bytes += bytes;
+    }
+
+    /// Puts the ack of a stored record in its slot: without its topic when
+    /// the batch asked for compact acks and the record went to the batch's
+    /// topic.
+    pub fn resolve_delivered(&mut self, tag: &Tag, delivered: Delivered, metrics: &Metrics) {
+        let compact = &self.queue[(tag.seq - self.front_seq) as usize].compact;
+        let topic = match compact {
+            Some(topic) if Arc::ptr_eq(topic, &tag.topic) || **topic == *tag.topic => "",
+            _ => &tag.topic,
+        };
+        let result = ok_result(topic, delivered);
+        self.resolve(tag, result, metrics);
     }
 
     /// Puts a record's result in its slot.
@@ -169,6 +189,11 @@ impl Batches {
         self.held_bytes -= batch.held.1;
         Some(ProduceResponse {
             batch_id: batch.batch_id,
+            topic: batch
+                .compact
+                .as_deref()
+                .map(str::to_owned)
+                .unwrap_or_default(),
             results: batch
                 .results
                 .into_iter()

@@ -240,7 +240,7 @@ pub fn record_error_from_kafka(err: &KafkaError) -> proto::RecordError {
     match classify(code) {
         Class::Retriable(kind) => record_error(kind, named, true),
         Class::Permanent(kind) => record_error(kind, named, false),
-        Class::Fatal => fatal_record_error(&named),
+        Class::Fatal => fatal_record_error(&named, true),
     }
 }
 
@@ -251,17 +251,23 @@ pub fn named(code: RDKafkaErrorCode) -> String {
 }
 
 /// The error of a record whose producer failed fatally before Kafka
-/// confirmed it.
-pub fn fatal_record_error(cause: &str) -> proto::RecordError {
-    record_error(
+/// confirmed it; `may_be_stored` when the record was in flight.
+pub fn fatal_record_error(cause: &str, may_be_stored: bool) -> proto::RecordError {
+    let stored = if may_be_stored {
+        "it may already be stored, so a consumer may see it twice"
+    } else {
+        "it was not stored"
+    };
+    let mut error = record_error(
         ErrorCode::Unavailable,
         format!(
             "the producer hit a fatal error ({cause}) before Kafka confirmed this record; \
-             the gateway replaced the producer: send the record again (it may already be \
-             stored, so a consumer may see it twice)"
+             the gateway replaced the producer: send the record again ({stored})"
         ),
         true,
-    )
+    );
+    error.may_be_stored = may_be_stored;
+    error
 }
 
 /// librdkafka's description of an error (`rd_kafka_err2str`), e.g.

@@ -1,10 +1,15 @@
-//! The [`Sender`] backed by librdkafka: one shared `FutureProducer` per
-//! process, replaced when it fails fatally.
+//! The [`Sender`] backed by librdkafka: one shared producer per process,
+//! replaced when it fails fatally.
 //!
-//! Records are enqueued with `send_result`, which puts the record in
-//! librdkafka's queue before it returns or hands it back on `QueueFull`.
-//! `FutureProducer::send` is not used: it enqueues only when first polled and
-//! sleeps and retries on `QueueFull`, which reorders records.
+//! Records are enqueued with `ThreadedProducer::send`, which puts the record
+//! in librdkafka's queue before it returns or hands it back on `QueueFull`.
+//! (`FutureProducer::send` is not used: it enqueues only when first polled
+//! and sleeps and retries on `QueueFull`, which reorders records.) Each
+//! record carries a small token (its stream's [`Completions`] and its
+//! sequence number) as librdkafka's opaque; the delivery callback, on the
+//! producer's polling thread, reads only where the record was stored (or
+//! why not) and pushes that to the stream: no future, channel or copy of
+//! the record per delivery.
 //!
 //! Recovery: a fatal error (the idempotent producer lost its sequence, was
 //! fenced, ...) ends a librdkafka producer for good. The gateway then builds
@@ -16,16 +21,16 @@
 //! that keeps failing (or cannot be built) fails `/healthz`.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult as KafkaDeliveryResult, Producer, ProducerContext, PurgeConfig,
+    ThreadedProducer,
+};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
@@ -39,7 +44,7 @@ use crate::proto::{self, ErrorCode};
 use crate::telemetry::TRACEPARENT;
 
 use super::classify::{self, fatal_record_error, record_error_from_kafka};
-use super::{Delivered, DeliveryResult, OutboundRecord, Sender, TrySendError};
+use super::{Completions, Delivered, OutboundRecord, Sender, TrySendError};
 
 /// A producer that failed fatally this many times within
 /// [`FAILING_WINDOW`] is considered broken: `/healthz` fails so that the
@@ -75,8 +80,8 @@ pub struct KafkaSender {
 struct Generation {
     /// 1 for the first producer, then one more per replacement.
     id: u64,
-    producer: FutureProducer<GatewayContext>,
-    /// Shared with this producer's deliveries.
+    producer: ThreadedProducer<GatewayContext>,
+    /// Shared with this producer's delivery callback.
     state: Arc<GenerationState>,
 }
 
@@ -238,21 +243,26 @@ fn build(
     metrics: &Arc<Metrics>,
     check: &Arc<Notify>,
 ) -> KafkaResult<Generation> {
+    let state = Arc::new(GenerationState::default());
     let producer = config.create_with_context(GatewayContext {
         metrics: metrics.clone(),
         check: check.clone(),
+        state: state.clone(),
     })?;
     Ok(Generation {
         id,
         producer,
-        state: Arc::default(),
+        state,
     })
 }
 
 impl Sender for KafkaSender {
-    type Delivery = KafkaDelivery;
-
-    fn try_send(&self, record: OutboundRecord) -> Result<KafkaDelivery, TrySendError> {
+    fn try_send(
+        &self,
+        record: OutboundRecord,
+        completions: &Arc<Completions>,
+        seq: u64,
+    ) -> Result<(), TrySendError> {
         // The client's headers (but one named as the principal header,
         // which it may not forge), then the principal's, then the batch's
         // trace context, unless the client set its own on the record.
@@ -281,25 +291,26 @@ impl Sender for KafkaSender {
                 },
             )
         });
-        let future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord {
+        let generation = self.current.load();
+        if generation.state.fatal.get().is_some() {
+            // Being replaced: wait, as for a full queue.
+            return Err(TrySendError::QueueFull(Box::new(record)));
+        }
+        let token = Box::new(Token {
+            completions: completions.clone(),
+            seq,
+        });
+        let base = BaseRecord {
             topic: &record.topic,
             partition: record.partition,
             payload: record.value.as_deref(),
             key: record.key.as_deref(),
             timestamp: record.timestamp_ms,
             headers,
+            delivery_opaque: token,
         };
-        let generation = self.current.load();
-        if generation.state.fatal.get().is_some() {
-            // Being replaced: wait, as for a full queue.
-            return Err(TrySendError::QueueFull(Box::new(record)));
-        }
-        match generation.producer.send_result(future_record) {
-            Ok(delivery) => Ok(KafkaDelivery {
-                delivery,
-                producer: generation.state.clone(),
-                check: self.check.clone(),
-            }),
+        match generation.producer.send::<[u8], [u8]>(base) {
+            Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(TrySendError::QueueFull(Box::new(record)))
             }
@@ -343,13 +354,23 @@ impl Sender for KafkaSender {
     }
 }
 
-/// Feeds librdkafka's statistics to the metrics, and has the sender check
-/// for a fatal error whenever librdkafka reports one. (A fatal error is
-/// reported with the code that caused it, not `_FATAL`, so every error
-/// prompts the check.)
+/// What librdkafka carries with each record and hands back to the delivery
+/// callback: where to report the outcome.
+struct Token {
+    completions: Arc<Completions>,
+    seq: u64,
+}
+
+/// Feeds librdkafka's statistics to the metrics, reports every delivery to
+/// its stream, and has the sender check for a fatal error whenever
+/// librdkafka reports one. (A fatal error is reported with the code that
+/// caused it, not `_FATAL`, so every error prompts the check.)
 struct GatewayContext {
     metrics: Arc<Metrics>,
     check: Arc<Notify>,
+    /// This producer's fate: once it failed fatally, every failure of its
+    /// records says so.
+    state: Arc<GenerationState>,
 }
 
 impl ClientContext for GatewayContext {
@@ -359,65 +380,80 @@ impl ClientContext for GatewayContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "librdkafka");
+        // On the polling thread, before the delivery reports of the records
+        // librdkafka purges because of it: mark the producer now, so that
+        // each of those reports names the fatal error.
+        if let Some(code) = error.rdkafka_error_code()
+            && classify::is_fatal(code)
+        {
+            let _ = self.state.broken.set(classify::named(code));
+        }
         self.check.notify_one();
     }
 }
 
-/// Resolves when Kafka acknowledged or failed one record.
-pub struct KafkaDelivery {
-    delivery: DeliveryFuture,
-    /// The producer it was handed to: if that failed fatally, any failure
-    /// of the record says so.
-    producer: Arc<GenerationState>,
-    check: Arc<Notify>,
+impl ProducerContext for GatewayContext {
+    type DeliveryOpaque = Box<Token>;
+
+    /// On the producer's polling thread: reads where the record went, or
+    /// why not, and reports it. Never blocks.
+    fn delivery(&self, result: &KafkaDeliveryResult<'_>, token: Box<Token>) {
+        let outcome = match result {
+            Ok(message) => Ok(Delivered {
+                partition: message.partition(),
+                // librdkafka reports no offset (-1, or -1001 when the request
+                // carried none) when a broker confirmed a retried write as a
+                // duplicate without its position: stored, position unknown.
+                offset: message.offset().max(-1),
+                timestamp_ms: message.timestamp().to_millis().unwrap_or(-1),
+            }),
+            Err((err, message)) => Err(self.failure(err, message)),
+        };
+        token.completions.push(token.seq, outcome);
+    }
 }
 
-impl Future for KafkaDelivery {
-    type Output = DeliveryResult;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
-        let this = &mut *self;
-        let outcome = std::task::ready!(Pin::new(&mut this.delivery).poll(cx));
-        let fatal = this.producer.fatal.get();
-        Poll::Ready(match (outcome, fatal) {
-            (Ok(Ok(delivery)), _) => Ok(delivered(&delivery)),
-            (Ok(Err(_)) | Err(_), Some(cause)) => Err(fatal_record_error(cause)),
-            (Ok(Err((err, message))), None) => {
-                if let Some(code) = err.rdkafka_error_code()
-                    && classify::is_fatal(code)
-                {
-                    // The producer cannot go on, whether or not librdkafka
-                    // calls it fatal: have it replaced.
+impl GatewayContext {
+    /// The error of a record librdkafka failed.
+    fn failure(&self, err: &KafkaError, message: &BorrowedMessage<'_>) -> proto::RecordError {
+        let may_be_stored = may_be_stored(message);
+        let fatal_cause = match self.state.fatal.get().or(self.state.broken.get()) {
+            Some(cause) => Some(cause.clone()),
+            None => match err.rdkafka_error_code() {
+                // The producer cannot go on, whether or not librdkafka calls
+                // it fatal: have it replaced.
+                Some(code) if classify::is_fatal(code) => {
                     let cause = classify::named(code);
-                    let _ = this.producer.broken.set(cause.clone());
-                    this.check.notify_one();
-                    return Poll::Ready(Err(fatal_record_error(&cause)));
+                    let _ = self.state.broken.set(cause.clone());
+                    self.check.notify_one();
+                    Some(cause)
                 }
-                Err(kafka_record_error(
-                    &err,
-                    message.topic(),
-                    message.partition(),
-                ))
-            }
-            (Err(_canceled), None) => Err(record_error(
-                ErrorCode::Unavailable,
-                "the producer was closed before the record was delivered; send it again",
-                true,
-            )),
-        })
+                _ => None,
+            },
+        };
+        let mut error = match fatal_cause {
+            Some(cause) => fatal_record_error(&cause, may_be_stored),
+            None => kafka_record_error(err, message.topic(), message.partition()),
+        };
+        error.may_be_stored = may_be_stored;
+        error
     }
 }
 
-/// Where a delivered record is stored.
-fn delivered(delivery: &rdkafka::producer::future_producer::Delivery) -> Delivered {
-    Delivered {
-        partition: delivery.partition,
-        // librdkafka reports no offset (-1, or -1001 when the request
-        // carried none) when a broker confirmed a retried write as a
-        // duplicate without its position: stored, position unknown.
-        offset: delivery.offset.max(-1),
-        timestamp_ms: delivery.timestamp.to_millis().unwrap_or(-1),
-    }
+/// Whether a record librdkafka failed may be stored anyway: it was sent and
+/// the broker's answer never came (librdkafka's `POSSIBLY_PERSISTED`), as
+/// opposed to never sent, or refused by the broker.
+#[allow(unsafe_code)]
+fn may_be_stored(message: &BorrowedMessage<'_>) -> bool {
+    use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t};
+    // SAFETY: `message` wraps the `rd_kafka_message_t` of the delivery report
+    // being handled, valid for this call; rd_kafka_message_status only reads
+    // its status field.
+    let status = unsafe { rd_kafka_message_status(message.ptr()) };
+    !matches!(
+        status,
+        rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED
+    )
 }
 
 /// A record's error from librdkafka's, naming the partition when the

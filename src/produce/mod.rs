@@ -14,6 +14,7 @@
 mod batches;
 pub mod caller;
 pub mod classify;
+pub mod completions;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
@@ -22,6 +23,8 @@ pub mod window;
 
 use std::future::Future;
 use std::sync::Arc;
+
+pub use completions::Completions;
 
 use bytes::Bytes;
 
@@ -86,13 +89,16 @@ pub enum TrySendError {
 /// `try_send` must either take the record now (it is then in the producer's
 /// queue, ahead of every record taken after it) or give it back. Never an
 /// `async fn` that enqueues on first poll: that is what reorders records
-/// pushed into `FuturesOrdered` (rust-rdkafka issue 468).
+/// pushed into `FuturesOrdered` (rust-rdkafka issue 468). The outcome of a
+/// record taken is reported later, from any thread, to `completions` under
+/// `seq`: exactly once, whatever happens to the record.
 pub trait Sender: Send + Sync + 'static {
-    /// Resolves when Kafka acknowledged or failed the record. Must make
-    /// progress on its own, without being polled.
-    type Delivery: Future<Output = DeliveryResult> + Unpin + Send + 'static;
-
-    fn try_send(&self, record: OutboundRecord) -> Result<Self::Delivery, TrySendError>;
+    fn try_send(
+        &self,
+        record: OutboundRecord,
+        completions: &Arc<Completions>,
+        seq: u64,
+    ) -> Result<(), TrySendError>;
 
     /// Makes sure a topic exists before the first record to it is sent: the
     /// embedded broker creates it with the configured partition count; a real

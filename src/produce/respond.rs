@@ -119,7 +119,7 @@ mod tests {
     fn response(batch_id: u64) -> ProduceResponse {
         ProduceResponse {
             batch_id,
-            results: Vec::new(),
+            ..ProduceResponse::default()
         }
     }
 

@@ -23,7 +23,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use prost::Message as _;
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
@@ -41,7 +40,7 @@ use super::caller::Caller;
 use super::respond::{Blocked, Responder};
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
-use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result, ok_result};
+use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result};
 
 /// How long to wait before retrying a record that met `QueueFull` while this
 /// stream had nothing in flight (other streams filled the shared queue, so
@@ -218,7 +217,7 @@ where
 {
     let metrics = &*observers.metrics;
     let _open = observers.metrics.stream_opened();
-    let mut window: Window<Tag, S::Delivery> = Window::new(limits.window);
+    let mut window: Window<Tag> = Window::new(limits.window);
     // What this stream last added to the in-flight gauges.
     let mut in_flight = (0, 0);
     let mut batches = Batches::default();
@@ -247,8 +246,8 @@ where
                 break;
             }
             let size = record.size;
-            match sender.try_send(record) {
-                Ok(delivery) => window.push(tag, size, delivery),
+            match sender.try_send(record, window.completions(), window.next_seq()) {
+                Ok(()) => window.push(tag, size),
                 Err(TrySendError::QueueFull(record)) => {
                     pending.push_front((tag, *record));
                     queue_full = true;
@@ -319,7 +318,7 @@ where
                 // Every later delivery that is already done, in order, in
                 // this same turn: one trip round the loop per wake-up
                 // rather than per record.
-                while let Some(Some((tag, result))) = window.next_done().now_or_never() {
+                while let Some((tag, result)) = window.try_next_done() {
                     settle(tag, result, &mut summary, &mut batches, metrics);
                 }
             }
@@ -418,17 +417,16 @@ fn settle(
     batches: &mut Batches,
     metrics: &Metrics,
 ) {
-    let result = match result {
+    match result {
         Ok(delivered) => {
             summary.records_ok += 1;
-            ok_result(&tag.topic, delivered)
+            batches.resolve_delivered(&tag, delivered, metrics);
         }
         Err(error) => {
             summary.records_failed += 1;
-            error_result(error)
+            batches.resolve(&tag, error_result(error), metrics);
         }
-    };
-    batches.resolve(&tag, result, metrics);
+    }
 }
 
 /// What [`accept`] adds to.
@@ -470,14 +468,19 @@ async fn accept<S: Sender>(
     let trace_headers = trace.headers.clone();
     let stamp = caller.stamp().cloned();
     let metrics = &*observers.metrics;
+    let default_topic = DefaultTopic::new(request.topic);
+    let compact = match (&default_topic, request.compact_acks) {
+        (DefaultTopic::Valid(topic), true) => Some(topic.clone()),
+        _ => None,
+    };
     let seq = stream.batches.open(
         request.batch_id,
         request.records.len(),
         trace,
         reservation,
+        compact,
         metrics,
     );
-    let default_topic = DefaultTopic::new(request.topic);
     // Each topic of the batch is made sure of once, before its first record
     // is queued; a topic that cannot be had fails its records.
     let mut topics: HashMap<Arc<str>, Option<RecordError>> = HashMap::new();
@@ -578,13 +581,11 @@ mod tests {
     //! without a broker.
 
     use std::collections::HashMap;
-    use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::mpsc;
     use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
@@ -594,7 +595,7 @@ mod tests {
     /// Responses the fake client's channel holds unread.
     const RESPONSES: usize = 128;
     use crate::error::record_error;
-    use crate::produce::{Delivered, DeliveryResult};
+    use crate::produce::{Completions, Delivered};
     use crate::proto::{self, ErrorCode, Record, record_result};
 
     /// A tiny deterministic PRNG (xorshift64*), so failures replay.
@@ -612,49 +613,28 @@ mod tests {
     struct FakeState {
         /// Values in the order the fake accepted them.
         accepted: Vec<Bytes>,
-        /// Undelivered records, with the offset each will get.
-        pending: Vec<(oneshot::Sender<DeliveryResult>, Delivered)>,
+        /// Undelivered records: where to report, under which number, the
+        /// offset each will get, and its size.
+        pending: Vec<(Arc<Completions>, u64, Delivered, usize)>,
         next_offset: HashMap<i32, i64>,
         /// Undelivered records the fake's queue holds at most; more is QueueFull.
         queue_capacity: usize,
         /// Answer QueueFull to this many calls regardless (other streams' load).
         forced_queue_full: usize,
         queue_full_answers: usize,
-        /// Most deliveries alive at once (handed out, not yet dropped by the window).
+        /// Most records and bytes accepted and not yet reported at once.
         max_alive: usize,
         max_alive_bytes: usize,
     }
 
     /// A fake librdkafka: partition = first key byte % 3; offsets per partition
-    /// in acceptance order.
+    /// in acceptance order; outcomes reported when the test says, in any order.
     #[derive(Clone)]
     struct FakeKafka {
         state: Arc<Mutex<FakeState>>,
+        /// Records and bytes accepted and not yet reported.
         alive: Arc<AtomicUsize>,
         alive_bytes: Arc<AtomicUsize>,
-    }
-
-    struct FakeDelivery {
-        rx: oneshot::Receiver<DeliveryResult>,
-        size: usize,
-        alive: Arc<AtomicUsize>,
-        alive_bytes: Arc<AtomicUsize>,
-    }
-
-    impl Future for FakeDelivery {
-        type Output = DeliveryResult;
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
-            Pin::new(&mut self.rx)
-                .poll(cx)
-                .map(|r| r.expect("the fake delivers everything"))
-        }
-    }
-
-    impl Drop for FakeDelivery {
-        fn drop(&mut self) {
-            self.alive.fetch_sub(1, Ordering::SeqCst);
-            self.alive_bytes.fetch_sub(self.size, Ordering::SeqCst);
-        }
     }
 
     impl FakeKafka {
@@ -676,8 +656,10 @@ mod tests {
                 return false;
             }
             let index = rng.below(state.pending.len());
-            let (tx, delivered) = state.pending.swap_remove(index);
-            let _ = tx.send(Ok(delivered));
+            let (completions, seq, delivered, size) = state.pending.swap_remove(index);
+            self.alive.fetch_sub(1, Ordering::SeqCst);
+            self.alive_bytes.fetch_sub(size, Ordering::SeqCst);
+            completions.push(seq, Ok(delivered));
             true
         }
 
@@ -687,9 +669,12 @@ mod tests {
     }
 
     impl Sender for FakeKafka {
-        type Delivery = FakeDelivery;
-
-        fn try_send(&self, record: OutboundRecord) -> Result<FakeDelivery, TrySendError> {
+        fn try_send(
+            &self,
+            record: OutboundRecord,
+            completions: &Arc<Completions>,
+            seq: u64,
+        ) -> Result<(), TrySendError> {
             let mut state = self.state.lock().unwrap();
             if &*record.topic == "forbidden" {
                 return Err(TrySendError::Rejected(record_error(
@@ -711,8 +696,9 @@ mod tests {
                 timestamp_ms: 7,
             };
             *offset += 1;
-            let (tx, rx) = oneshot::channel();
-            state.pending.push((tx, delivered));
+            state
+                .pending
+                .push((completions.clone(), seq, delivered, record.size));
             state
                 .accepted
                 .push(record.value.clone().unwrap_or_default());
@@ -720,12 +706,7 @@ mod tests {
             let bytes = self.alive_bytes.fetch_add(record.size, Ordering::SeqCst) + record.size;
             state.max_alive = state.max_alive.max(alive);
             state.max_alive_bytes = state.max_alive_bytes.max(bytes);
-            Ok(FakeDelivery {
-                rx,
-                size: record.size,
-                alive: self.alive.clone(),
-                alive_bytes: self.alive_bytes.clone(),
-            })
+            Ok(())
         }
 
         async fn ensure_topic(&self, _topic: &str) -> Result<(), proto::RecordError> {
@@ -764,7 +745,7 @@ mod tests {
 
     /// The next item if one is there now.
     fn try_recv(responses: &mut ResponseStream) -> Option<Result<ProduceResponse, Status>> {
-        responses.recv().now_or_never().flatten()
+        futures_util::FutureExt::now_or_never(responses.recv()).flatten()
     }
 
     fn limits(max_records: usize, max_bytes: usize) -> StreamLimits {
@@ -803,6 +784,7 @@ mod tests {
                         record(n - 1)
                     })
                     .collect(),
+                compact_acks: false,
             })
             .collect()
     }
@@ -1109,5 +1091,29 @@ mod tests {
             0,
             "no delivery is leaked"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn compact_acks_name_the_batch_topic_once() {
+        let mut requests = batches(&[3, 2]);
+        requests[0].compact_acks = true;
+        requests[0].records[1].topic = "elsewhere".into();
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(&kafka, limits(100, 100_000), requests, 6).await;
+        let compact = out[0].as_ref().unwrap();
+        assert_eq!(compact.topic, "t", "the response names the batch's topic");
+        let topics: Vec<&str> = compact
+            .results
+            .iter()
+            .map(|r| ok_metadata(r).topic.as_str())
+            .collect();
+        assert_eq!(
+            topics,
+            vec!["", "elsewhere", ""],
+            "only other topics are named"
+        );
+        let full = out[1].as_ref().unwrap();
+        assert_eq!(full.topic, "", "a batch that did not ask gets full acks");
+        assert!(full.results.iter().all(|r| ok_metadata(r).topic == "t"));
     }
 }

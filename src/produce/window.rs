@@ -1,21 +1,27 @@
 //! The ordered send window: the bounded, in-order queue of one stream's
 //! records that librdkafka holds.
 //!
-//! Records enter at the back in stream order, each with the future that
-//! resolves when Kafka acknowledges it, and leave from the front in the same
-//! order, like `FuturesOrdered`: a record that Kafka acknowledged early waits
-//! for every record before it. The window counts what it holds in records and
-//! bytes; the stream driver asks [`Window::has_room`] before handing the next
-//! record to librdkafka, and stops reading the stream while it is full.
+//! Records enter at the back in stream order, each under the next sequence
+//! number, and leave from the front in the same order: a record that Kafka
+//! acknowledged early waits for every record before it. Their outcomes
+//! arrive in any order through the stream's [`Completions`] (librdkafka's
+//! delivery callback pushes them there) and are put in their slots; the
+//! front leaves once its outcome is in. The window counts what it holds in
+//! records and bytes; the stream driver asks [`Window::has_room`] before
+//! handing the next record to librdkafka, and stops reading the stream
+//! while it is full.
 //!
-//! The window never polls a delivery future before its turn and never drops
-//! one: deliveries complete inside librdkafka whether or not anyone is
-//! waiting, and [`Window::next_done`] reads them in order.
+//! Nothing is lost track of: a record handed over always gets its slot, and
+//! its outcome always comes (librdkafka reports every record, delivered,
+//! failed or purged), whether or not anyone is waiting.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::task::Poll;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::DeliveryResult;
+use super::completions::Completions;
 
 /// How much one stream may have in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,87 +33,152 @@ pub struct Limits {
 }
 
 /// One record in flight.
-struct InFlight<T, D> {
+struct Slot<T> {
     /// Says which record this is, for whoever reads the result.
     tag: T,
     /// Counted against [`Limits::max_bytes`] until the record leaves.
     bytes: usize,
-    /// Resolves when Kafka acknowledges or fails the record.
-    delivery: D,
+    /// Set once Kafka acknowledged or failed the record.
+    outcome: Option<DeliveryResult>,
 }
 
 /// A FIFO of in-flight records bounded by [`Limits`].
-pub struct Window<T, D> {
-    /// Oldest first.
-    queue: VecDeque<InFlight<T, D>>,
-    /// Sum of `bytes` over `queue`, kept so `has_room` is O(1).
+pub struct Window<T> {
+    /// Oldest first; slot `i` holds record `front_seq + i`.
+    slots: VecDeque<Slot<T>>,
+    front_seq: u64,
+    /// Sum of `bytes` over `slots`, kept so `has_room` is O(1).
     bytes: usize,
     limits: Limits,
+    /// Where this stream's outcomes arrive.
+    completions: Arc<Completions>,
+    /// Outcomes just taken from `completions`, reused between turns.
+    arrived: Vec<(u64, DeliveryResult)>,
 }
 
-impl<T, D> Window<T, D>
-where
-    D: Future + Unpin,
-{
+impl<T> Window<T> {
     pub fn new(limits: Limits) -> Self {
         Self {
-            queue: VecDeque::new(),
+            slots: VecDeque::new(),
+            front_seq: 0,
             bytes: 0,
             limits,
+            completions: Arc::new(Completions::new()),
+            arrived: Vec::new(),
         }
+    }
+
+    /// Where the outcomes of this window's records must be reported.
+    pub fn completions(&self) -> &Arc<Completions> {
+        &self.completions
+    }
+
+    /// The sequence number the next record handed over gets: report its
+    /// outcome under it.
+    pub fn next_seq(&self) -> u64 {
+        self.front_seq + self.slots.len() as u64
     }
 
     /// Whether a record of `bytes` may enter now. An empty window always
     /// admits one record, so a record larger than the byte bound still goes
     /// through on its own instead of blocking the stream forever.
     pub fn has_room(&self, bytes: usize) -> bool {
-        self.queue.is_empty()
-            || (self.queue.len() < self.limits.max_records
+        self.slots.is_empty()
+            || (self.slots.len() < self.limits.max_records
                 && self.bytes.saturating_add(bytes) <= self.limits.max_bytes)
     }
 
-    /// Adds a record that was just handed to librdkafka. The caller checks
-    /// [`Window::has_room`] first; the bounds are not enforced here so that a
-    /// record that librdkafka already holds is never lost track of.
-    pub fn push(&mut self, tag: T, bytes: usize, delivery: D) {
+    /// Adds the record just handed to librdkafka under [`Window::next_seq`].
+    /// The caller checks [`Window::has_room`] first; the bounds are not
+    /// enforced here so that a record librdkafka already holds is never lost
+    /// track of.
+    pub fn push(&mut self, tag: T, bytes: usize) {
         self.bytes += bytes;
-        self.queue.push_back(InFlight {
+        self.slots.push_back(Slot {
             tag,
             bytes,
-            delivery,
+            outcome: None,
         });
     }
 
-    /// Waits for the oldest record's outcome and removes it from the window.
-    /// Returns `None` at once when the window is empty.
-    ///
-    /// Cancel-safe: dropping the returned future before it completes leaves
-    /// the window unchanged, so it can sit in a `select!` beside the read of
-    /// the next batch.
-    pub async fn next_done(&mut self) -> Option<(T, D::Output)> {
-        poll_fn(|cx| {
-            let Some(front) = self.queue.front_mut() else {
-                return Poll::Ready(None);
-            };
-            match Pin::new(&mut front.delivery).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(output) => {
-                    let done = self.queue.pop_front().expect("front exists");
-                    self.bytes -= done.bytes;
-                    Poll::Ready(Some((done.tag, output)))
+    /// Puts every outcome reported so far in its slot.
+    fn file(&mut self) {
+        for (seq, outcome) in self.arrived.drain(..) {
+            let index = seq
+                .checked_sub(self.front_seq)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < self.slots.len());
+            match index {
+                Some(i) => {
+                    debug_assert!(
+                        self.slots[i].outcome.is_none(),
+                        "record {seq} reported twice"
+                    );
+                    self.slots[i].outcome = Some(outcome);
                 }
+                None => debug_assert!(false, "an outcome for record {seq}, not in the window"),
             }
-        })
-        .await
+        }
+    }
+
+    /// The front record and its outcome, if its outcome is in.
+    fn pop_done(&mut self) -> Option<(T, DeliveryResult)> {
+        self.slots.front()?.outcome.as_ref()?;
+        let slot = self.slots.pop_front().expect("front exists");
+        self.front_seq += 1;
+        self.bytes -= slot.bytes;
+        Some((slot.tag, slot.outcome.expect("checked above")))
+    }
+
+    /// The oldest record's outcome once it is known, removing it from the
+    /// window; `None` at once when the window is empty.
+    pub fn poll_next_done(&mut self, cx: &mut Context<'_>) -> Poll<Option<(T, DeliveryResult)>> {
+        if self.slots.is_empty() {
+            return Poll::Ready(None);
+        }
+        if let Some(done) = self.pop_done() {
+            return Poll::Ready(Some(done));
+        }
+        let mut arrived = std::mem::take(&mut self.arrived);
+        let polled = self.completions.poll_drain(cx, &mut arrived);
+        self.arrived = arrived;
+        if polled.is_pending() {
+            return Poll::Pending;
+        }
+        self.file();
+        match self.pop_done() {
+            Some(done) => Poll::Ready(Some(done)),
+            // Later records finished first; the front is still out. The
+            // waker stays registered for the next report.
+            None => Poll::Pending,
+        }
+    }
+
+    /// Waits for the oldest record's outcome; see [`Window::poll_next_done`].
+    /// Cancel-safe: outcomes taken are kept in their slots.
+    pub async fn next_done(&mut self) -> Option<(T, DeliveryResult)> {
+        poll_fn(|cx| self.poll_next_done(cx)).await
+    }
+
+    /// The oldest record's outcome if it is known now.
+    pub fn try_next_done(&mut self) -> Option<(T, DeliveryResult)> {
+        if let Some(done) = self.pop_done() {
+            return Some(done);
+        }
+        let mut arrived = std::mem::take(&mut self.arrived);
+        self.completions.drain(&mut arrived);
+        self.arrived = arrived;
+        self.file();
+        self.pop_done()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.slots.is_empty()
     }
 
     /// Records in flight.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.slots.len()
     }
 
     /// Payload bytes in flight.
@@ -119,8 +190,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::ready;
-    use tokio::sync::oneshot;
+    use crate::produce::Delivered;
+    use std::time::Duration;
 
     fn limits(max_records: usize, max_bytes: usize) -> Limits {
         Limits {
@@ -129,14 +200,22 @@ mod tests {
         }
     }
 
+    fn delivered(offset: i64) -> DeliveryResult {
+        Ok(Delivered {
+            partition: 0,
+            offset,
+            timestamp_ms: -1,
+        })
+    }
+
     #[test]
     fn room_is_bounded_by_records_and_bytes() {
         let mut window = Window::new(limits(2, 100));
         assert!(window.has_room(1_000), "an empty window admits any record");
-        window.push(0, 60, ready(()));
+        window.push(0, 60);
         assert!(window.has_room(40));
         assert!(!window.has_room(41), "would exceed the byte bound");
-        window.push(1, 40, ready(()));
+        window.push(1, 40);
         assert!(!window.has_room(0), "would exceed the record bound");
         assert_eq!((window.len(), window.bytes()), (2, 100));
     }
@@ -144,19 +223,22 @@ mod tests {
     #[tokio::test]
     async fn releases_in_order_whatever_the_completion_order() {
         let mut window = Window::new(limits(10, 1_000));
-        let mut senders = Vec::new();
         for tag in 0..5u32 {
-            let (tx, rx) = oneshot::channel::<u32>();
-            senders.push(tx);
-            window.push(tag, 10, rx);
+            assert_eq!(window.next_seq(), u64::from(tag));
+            window.push(tag, 10);
         }
-        // Complete back to front: nothing may come out until the front is done.
-        for (tag, tx) in senders.into_iter().enumerate().rev() {
-            tx.send(tag as u32 * 100).unwrap();
-        }
+        // Complete back to front, from another thread as librdkafka does:
+        // nothing may come out until the front is done.
+        let completions = window.completions().clone();
+        std::thread::spawn(move || {
+            for seq in (0..5u64).rev() {
+                completions.push(seq, delivered(seq as i64 * 100));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
         let mut out = Vec::new();
         while let Some((tag, result)) = window.next_done().await {
-            out.push((tag, result.unwrap()));
+            out.push((tag, result.unwrap().offset));
         }
         assert_eq!(out, vec![(0, 0), (1, 100), (2, 200), (3, 300), (4, 400)]);
         assert_eq!((window.len(), window.bytes()), (0, 0));
@@ -165,24 +247,25 @@ mod tests {
     #[tokio::test]
     async fn next_done_is_cancel_safe() {
         let mut window = Window::new(limits(10, 1_000));
-        let (tx0, rx0) = oneshot::channel::<&str>();
-        let (tx1, rx1) = oneshot::channel::<&str>();
-        window.push("first", 1, rx0);
-        window.push("second", 1, rx1);
-        tx1.send("late").unwrap();
-        // The front is not done: a cancelled wait must leave both in place.
-        let timed_out =
-            tokio::time::timeout(std::time::Duration::from_millis(10), window.next_done()).await;
+        window.push("first", 1);
+        window.push("second", 1);
+        window.completions().push(1, delivered(1));
+        // The front is not done: a cancelled wait keeps what arrived.
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), window.next_done()).await;
         assert!(timed_out.is_err());
         assert_eq!(window.len(), 2);
-        tx0.send("early").unwrap();
+        assert!(window.try_next_done().is_none());
+        window.completions().push(0, delivered(0));
         assert_eq!(
-            window.next_done().await.map(|(t, r)| (t, r.unwrap())),
-            Some(("first", "early"))
+            window
+                .next_done()
+                .await
+                .map(|(t, r)| (t, r.unwrap().offset)),
+            Some(("first", 0))
         );
         assert_eq!(
-            window.next_done().await.map(|(t, r)| (t, r.unwrap())),
-            Some(("second", "late"))
+            window.try_next_done().map(|(t, r)| (t, r.unwrap().offset)),
+            Some(("second", 1))
         );
         assert!(window.next_done().await.is_none());
     }

@@ -191,8 +191,8 @@ pub struct Verdict {
     /// Records of batches that got no response.
     pub unanswered: usize,
     pub stored: usize,
-    /// Records that got a (retriable) error but are stored: allowed, as
-    /// such an error says the record may be stored.
+    /// Records that got an error saying they may be stored
+    /// (`may_be_stored`), and are.
     pub stored_after_retriable_error: usize,
     pub stored_unanswered: usize,
     /// Extra copies of retried writes, on a broker that does not
@@ -204,6 +204,9 @@ pub struct Verdict {
     pub misplaced: Vec<String>,
     pub order_breaks: Vec<String>,
     pub stored_after_refusal: Vec<String>,
+    /// Stored although their error said they were not (`may_be_stored`
+    /// false).
+    pub stored_though_not: Vec<String>,
     pub unknown_stored: Vec<String>,
     pub unanswered_without_status: Vec<String>,
     pub answers_out_of_order: Vec<String>,
@@ -216,6 +219,7 @@ impl Verdict {
             + self.misplaced.len()
             + self.order_breaks.len()
             + self.stored_after_refusal.len()
+            + self.stored_though_not.len()
             + self.unknown_stored.len()
             + self.unanswered_without_status.len()
             + self.answers_out_of_order.len()
@@ -247,12 +251,14 @@ impl fmt::Display for Verdict {
         write!(
             f,
             "lost {}, duplicates {}, misplaced {}, order breaks {}, stored after refusal {}, \
-             stored never sent {}, unanswered without status {}, answers out of order {}",
+             stored though their error said not {}, stored never sent {}, unanswered without \
+             status {}, answers out of order {}",
             self.lost.len(),
             self.duplicates.len(),
             self.misplaced.len(),
             self.order_breaks.len(),
             self.stored_after_refusal.len(),
+            self.stored_though_not.len(),
             self.unknown_stored.len(),
             self.unanswered_without_status.len(),
             self.answers_out_of_order.len()
@@ -263,6 +269,10 @@ impl fmt::Display for Verdict {
             ("misplaced", &self.misplaced),
             ("order breaks", &self.order_breaks),
             ("stored after refusal", &self.stored_after_refusal),
+            (
+                "stored though their error said not",
+                &self.stored_though_not,
+            ),
             ("stored never sent", &self.unknown_stored),
             ("unanswered without status", &self.unanswered_without_status),
             ("answers out of order", &self.answers_out_of_order),
@@ -277,8 +287,14 @@ impl fmt::Display for Verdict {
 
 /// What the client was told about one record.
 enum Told {
-    Ok { partition: i32, offset: i64 },
-    Failed { retriable: bool },
+    Ok {
+        partition: i32,
+        offset: i64,
+    },
+    Failed {
+        retriable: bool,
+        may_be_stored: bool,
+    },
     Unanswered,
 }
 
@@ -337,9 +353,13 @@ pub fn check(
                             *verdict.failed.entry(code).or_default() += 1;
                             Told::Failed {
                                 retriable: error.retriable,
+                                may_be_stored: error.may_be_stored,
                             }
                         }
-                        None => Told::Failed { retriable: false },
+                        None => Told::Failed {
+                            retriable: false,
+                            may_be_stored: false,
+                        },
                     },
                 };
                 told.insert((s, b, i), (what, record));
@@ -416,10 +436,27 @@ pub fn check(
                 }
             }
             (_, None) => {}
-            (Told::Failed { retriable: true }, Some(_)) => {
-                verdict.stored_after_retriable_error += 1
-            }
-            (Told::Failed { retriable: false }, Some(copy)) => verdict
+            (
+                Told::Failed {
+                    may_be_stored: true,
+                    ..
+                },
+                Some(_),
+            ) => verdict.stored_after_retriable_error += 1,
+            (
+                Told::Failed {
+                    retriable: true, ..
+                },
+                Some(copy),
+            ) => verdict
+                .stored_though_not
+                .push(format!("{id:?} at {}/{}", copy.partition, copy.offset)),
+            (
+                Told::Failed {
+                    retriable: false, ..
+                },
+                Some(copy),
+            ) => verdict
                 .stored_after_refusal
                 .push(format!("{id:?} at {}/{}", copy.partition, copy.offset)),
             (Told::Unanswered, Some(_)) => verdict.stored_unanswered += 1,

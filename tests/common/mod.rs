@@ -309,6 +309,7 @@ pub fn batch(batch_id: u64, topic: &str, records: Vec<Record>) -> ProduceRequest
         batch_id,
         topic: topic.into(),
         records,
+        compact_acks: false,
     }
 }
 
