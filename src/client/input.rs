@@ -10,7 +10,7 @@ use std::pin::Pin;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::ValueEnum;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -45,18 +45,28 @@ pub struct Line {
 /// Cuts an input into lines. `\n` ends a line and a `\r` before it is
 /// dropped; a last line without `\n` counts.
 ///
+/// The input is read in chunks into one buffer, and each line is cut from
+/// its front as a `Bytes` slice of it: no copy and no allocation per line.
+/// [`LineReader::next_buffered`] returns the lines already read without
+/// waiting, so a caller can take a whole chunk's lines before it awaits
+/// anything.
+///
 /// [`LineReader::next_line`] is cancel-safe: its only await is `fill_buf`,
 /// and every byte it consumes is kept in `self` first, so it can be raced
 /// against a timer in `select!` without losing input.
 pub struct LineReader<R> {
     inner: R,
-    /// The line read so far.
-    buf: Vec<u8>,
+    /// Read and not yet returned; lines are split off its front.
+    buf: BytesMut,
+    /// The front `scanned` bytes of `buf` hold no `\n`.
+    scanned: usize,
     /// Lines returned so far.
     number: u64,
     /// Set while skipping the rest of an overlong line: its length so far.
     skipping: Option<usize>,
     max_line: usize,
+    /// The input ended.
+    ended: bool,
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
@@ -67,10 +77,12 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     pub fn with_max_line(inner: R, max_line: usize) -> Self {
         Self {
             inner,
-            buf: Vec::new(),
+            buf: BytesMut::new(),
+            scanned: 0,
             number: 0,
             skipping: None,
             max_line,
+            ended: false,
         }
     }
 
@@ -79,54 +91,89 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         self.number
     }
 
+    /// The next line if a whole one was read already; never waits.
+    pub fn next_buffered(&mut self) -> Option<Line> {
+        let Some(at) = memchr::memchr(b'\n', &self.buf[self.scanned..]) else {
+            // No line end yet: a line growing past the limit is dropped as
+            // it comes, only its length kept.
+            if let Some(length) = &mut self.skipping {
+                *length += self.buf.len();
+                self.buf.clear();
+            } else if self.buf.len() > self.max_line {
+                self.skipping = Some(self.buf.len());
+                self.buf.clear();
+            }
+            self.scanned = self.buf.len();
+            return None;
+        };
+        let end = self.scanned + at;
+        self.scanned = 0;
+        let mut line = self.buf.split_to(end + 1);
+        line.truncate(end);
+        let content = match self.skipping.take() {
+            Some(length) => Err(length + end),
+            None if end > self.max_line => Err(end),
+            None => Ok(freeze_line(line)),
+        };
+        Some(self.numbered(content))
+    }
+
+    /// Reads more input into the buffer; `false` at the end of the input.
+    pub async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
+        let available = self.inner.fill_buf().await?;
+        if available.is_empty() {
+            self.ended = true;
+            return Ok(false);
+        }
+        let read = available.len();
+        self.buf.extend_from_slice(available);
+        Pin::new(&mut self.inner).consume(read);
+        Ok(true)
+    }
+
+    /// At the end of the input: the last line, if it did not end with `\n`.
+    pub fn last_unterminated(&mut self) -> Option<Line> {
+        let content = match self.skipping.take() {
+            Some(length) => Err(length + self.buf.len()),
+            None if self.buf.is_empty() => return None,
+            None if self.buf.len() > self.max_line => Err(self.buf.len()),
+            None => Ok(freeze_line(self.buf.split())),
+        };
+        self.buf.clear();
+        self.scanned = 0;
+        Some(self.numbered(content))
+    }
+
     /// The next line, or `None` at the end of the input.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
         loop {
-            let available = self.inner.fill_buf().await?;
-            if available.is_empty() {
-                // End of input: a last line without a line end.
-                if self.skipping.is_none() && self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Ok(Some(self.finish_line()));
+            if let Some(line) = self.next_buffered() {
+                return Ok(Some(line));
             }
-            let (taken, line_ended) = match available.iter().position(|&b| b == b'\n') {
-                Some(end) => (end, true),
-                None => (available.len(), false),
-            };
-            match &mut self.skipping {
-                Some(length) => *length += taken,
-                None if self.buf.len() + taken > self.max_line => {
-                    self.skipping = Some(self.buf.len() + taken);
-                    self.buf = Vec::new();
-                }
-                None => self.buf.extend_from_slice(&available[..taken]),
-            }
-            let consumed = taken + usize::from(line_ended);
-            Pin::new(&mut self.inner).consume(consumed);
-            if line_ended {
-                return Ok(Some(self.finish_line()));
+            if !self.fill().await? {
+                return Ok(self.last_unterminated());
             }
         }
     }
 
-    fn finish_line(&mut self) -> Line {
+    fn numbered(&mut self, content: Result<Bytes, usize>) -> Line {
         self.number += 1;
-        let content = match self.skipping.take() {
-            Some(length) => Err(length),
-            None => {
-                let mut line = std::mem::take(&mut self.buf);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                Ok(Bytes::from(line))
-            }
-        };
         Line {
             number: self.number,
             content,
         }
     }
+}
+
+/// A line's bytes without a trailing `\r`.
+fn freeze_line(mut line: BytesMut) -> Bytes {
+    if line.last() == Some(&b'\r') {
+        line.truncate(line.len() - 1);
+    }
+    line.freeze()
 }
 
 /// A key delimiter, as given to `-K`: `\t` stands for a tab and `\\` for a

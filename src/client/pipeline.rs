@@ -30,7 +30,7 @@ use super::input::{Line, LineParser, LineReader, MAX_LINE_BYTES};
 use super::report::{Counters, Failure, MALFORMED_INPUT, NOT_ACKNOWLEDGED, NOT_SENT, Reporter};
 use crate::produce::validate::record_size;
 use crate::proto::record_result::Result as Outcome;
-use crate::proto::{ProduceRequest, ProduceResponse, Record, RecordResult};
+use crate::proto::{ProduceRequest, ProduceResponse, Record};
 
 /// How records are gathered into batches.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +212,7 @@ where
             break None;
         };
         let Some(batch_id) = batch.batch_id else {
-            report(reporter, batch, Vec::new());
+            report(reporter, batch, ProduceResponse::default());
             continue;
         };
         match responses.message().await {
@@ -232,7 +232,7 @@ where
                      {results} results"
                 )));
             }
-            Ok(Some(response)) => report(reporter, batch, response.results),
+            Ok(Some(response)) => report(reporter, batch, response),
             Ok(None) => {
                 not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
                 break Some(Broke {
@@ -280,9 +280,13 @@ where
     }
 }
 
-/// Reports a batch's lines with the `results` of its records.
-fn report(reporter: &mut Reporter, batch: Pending, results: Vec<RecordResult>) {
-    let mut results = results.into_iter();
+/// Reports a batch's lines with the results of its records in `response`.
+/// Acks are counted per partition for the whole batch: their topic is the
+/// response's (compact acks) unless an ack names its own.
+fn report(reporter: &mut Reporter, batch: Pending, response: ProduceResponse) {
+    // (partition, acks) of the batch's topic; other topics one by one.
+    let mut acked: Vec<(i32, u64)> = Vec::new();
+    let mut results = response.results.into_iter();
     for entry in batch.entries {
         if entry.malformed.is_some() {
             // Not sent: no result of its own.
@@ -290,6 +294,12 @@ fn report(reporter: &mut Reporter, batch: Pending, results: Vec<RecordResult>) {
             continue;
         }
         match results.next().and_then(|result| result.result) {
+            Some(Outcome::Ok(meta)) if meta.topic.is_empty() || meta.topic == response.topic => {
+                match acked.iter_mut().find(|(p, _)| *p == meta.partition) {
+                    Some((_, n)) => *n += 1,
+                    None => acked.push((meta.partition, 1)),
+                }
+            }
             Some(Outcome::Ok(meta)) => reporter.acked(&meta),
             Some(Outcome::Error(error)) => {
                 reporter.failed(Failure::from_gateway(entry.line, &error, entry.input))
@@ -300,6 +310,9 @@ fn report(reporter: &mut Reporter, batch: Pending, results: Vec<RecordResult>) {
                 false,
             )),
         }
+    }
+    for (partition, count) in acked {
+        reporter.acked_many(&response.topic, partition, count);
     }
     reporter.flush();
 }
@@ -358,9 +371,16 @@ struct Feeder<R> {
 impl<R: AsyncBufRead + Unpin> Feeder<R> {
     async fn run(mut self, interrupt: impl Future<Output = ()>) -> Fed {
         tokio::pin!(interrupt);
-        let end = loop {
+        let end = 'reading: loop {
+            // Every line already read, without a select (or a timer) per
+            // line: what waits is reading the next chunk.
+            while let Some(line) = self.reader.next_buffered() {
+                if let Err(Broken) = self.take(line).await {
+                    break 'reading InputEnd::StreamBroke;
+                }
+            }
             let deadline = self.deadline;
-            let line = tokio::select! {
+            let filled = tokio::select! {
                 biased;
                 () = self.broken.cancelled() => break InputEnd::StreamBroke,
                 () = &mut interrupt => break InputEnd::Interrupted,
@@ -372,15 +392,18 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
                         Err(Broken) => break InputEnd::StreamBroke,
                     }
                 }
-                line = self.reader.next_line() => line,
+                filled = self.reader.fill() => filled,
             };
-            match line {
-                Ok(Some(line)) => {
-                    if let Err(Broken) = self.take(line).await {
+            match filled {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(line) = self.reader.last_unterminated()
+                        && let Err(Broken) = self.take(line).await
+                    {
                         break InputEnd::StreamBroke;
                     }
+                    break InputEnd::Exhausted;
                 }
-                Ok(None) => break InputEnd::Exhausted,
                 Err(err) => break InputEnd::Failed(err),
             }
         };
@@ -476,7 +499,8 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
                 batch_id,
                 topic: self.topic.clone(),
                 records,
-                compact_acks: false,
+                // The acks name the topic once per batch, not per record.
+                compact_acks: true,
             };
             tokio::select! {
                 biased;

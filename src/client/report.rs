@@ -334,13 +334,28 @@ impl Reporter {
     }
 
     pub fn acked(&mut self, meta: &RecordMetadata) {
-        self.tally.acked += 1;
-        *self
+        self.acked_many(&meta.topic, meta.partition, 1);
+    }
+
+    /// Counts `count` records acked in `topic`'s `partition`: a batch's acks
+    /// are counted per partition, not one by one.
+    pub fn acked_many(&mut self, topic: &str, partition: i32, count: u64) {
+        self.tally.acked += count;
+        match self
             .tally
             .by_partition
-            .entry((meta.topic.clone(), meta.partition))
-            .or_default() += 1;
-        Counters::add(&self.counters.acked);
+            .get_mut(&(topic.to_owned(), partition))
+        {
+            Some(acked) => *acked += count,
+            None => {
+                self.tally
+                    .by_partition
+                    .insert((topic.to_owned(), partition), count);
+            }
+        }
+        self.counters
+            .acked
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn failed(&mut self, failure: Failure) {
