@@ -593,3 +593,49 @@ fn settings_that_would_make_an_ok_ack_lie_are_refused_at_startup() {
     sigterm(&served.child);
     assert!(wait_exit(&mut served.child).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_are_accepted_and_cannot_expand_past_the_limit() {
+    use tonic::codec::CompressionEncoding;
+    let gateway =
+        start_gateway(&["--max-batch-bytes", "64KiB", "--max-record-bytes", "60KiB"]).await;
+    let topic = gateway.topic("compressed").await;
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        let mut client = gateway.client().await.send_compressed(encoding);
+        // 40 KiB of one byte: tiny once compressed, within the limit once not.
+        let fits = record("k", vec![b'z'; 40 << 10]);
+        let responses = produce_stream(&mut client, vec![batch(1, &topic, vec![fits])]).await;
+        ok(&responses[0].as_ref().unwrap().results[0]);
+        // 200 KiB of one byte: a few hundred bytes on the wire, past the
+        // 64 KiB limit once decompressed.
+        let bomb = record("k", vec![b'z'; 200 << 10]);
+        let responses = produce_stream(&mut client, vec![batch(2, &topic, vec![bomb])]).await;
+        let status = responses[0].as_ref().unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{encoding:?}: {status:?}"
+        );
+        assert!(
+            status.message().contains("--max-batch-bytes"),
+            "{}",
+            status.message()
+        );
+    }
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 2).await;
+    assert_eq!(
+        consumed.len(),
+        2,
+        "only the batches within the limit were stored"
+    );
+    let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"kafka_gateway_limit_current{limit="total_in_flight_bytes"}"#
+        ),
+        Some(0.0),
+        "the worst-case reservations of compressed batches are all given back"
+    );
+    gateway.stop().await.unwrap();
+}

@@ -191,6 +191,80 @@ async fn text_lines_are_stored_in_input_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_carry_fewer_bytes_and_store_the_same_records() {
+    let gateway = start_gateway(&[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Counts what the client sends the gateway.
+    let proxy = common::proxy::FaultProxy::start(listener, gateway.addr);
+    let target = proxy.addr.to_string();
+    // Text that compresses the way logs and JSON do.
+    let lines: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                r#"{{"order":{i},"status":"shipped","warehouse":"north-{}"}}"#,
+                i % 7
+            )
+        })
+        .collect();
+    let input = lines.join("\n") + "\n";
+
+    let mut sent = Vec::new();
+    for compress in ["none", "zstd", "gzip"] {
+        let topic = gateway.topic(&format!("cli-compress-{compress}")).await;
+        let before = proxy.forwarded.load(Ordering::Relaxed);
+        let run = produce(
+            &[
+                "--target",
+                &target,
+                "--topic",
+                &topic,
+                "--compress",
+                compress,
+            ],
+            input.clone(),
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{compress}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("2000 records: 2000 acked, 0 failed"),
+            "{compress}: {}",
+            run.stderr
+        );
+        sent.push(proxy.forwarded.load(Ordering::Relaxed) - before);
+
+        // The same records, in input order per partition.
+        let consumed = consume(gateway.bootstrap_servers(), &topic, 2000).await;
+        assert_eq!(consumed.len(), 2000, "{compress}");
+        for partition in 0..PARTITIONS {
+            let stored: Vec<usize> = consumed
+                .iter()
+                .filter(|c| c.partition == partition)
+                .map(|c| {
+                    let value = c.value.as_deref().unwrap();
+                    lines
+                        .iter()
+                        .position(|line| line.as_bytes() == value)
+                        .expect("a stored value was an input line")
+                })
+                .collect();
+            assert!(
+                stored.windows(2).all(|w| w[0] < w[1]),
+                "{compress}: partition {partition} keeps input order"
+            );
+        }
+    }
+    let [none, zstd, gzip] = sent[..] else {
+        unreachable!()
+    };
+    eprintln!("sent: plain {none}, zstd {zstd}, gzip {gzip} bytes");
+    // Over 100 KiB of records plain; compressed, a small fraction of it.
+    assert!(none > 100_000, "plain sent {none} bytes");
+    assert!(zstd * 3 < none, "zstd sent {zstd} bytes, plain {none}");
+    assert!(gzip * 3 < none, "gzip sent {gzip} bytes, plain {none}");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_delimiter_splits_each_line_at_its_first_occurrence() {
     let gateway = start_gateway(&[]).await;
     let topic = gateway.topic("cli-keys").await;

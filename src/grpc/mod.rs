@@ -65,9 +65,16 @@ impl ProducerService {
     }
 
     /// The tonic server for this service, accepting batches of up to
-    /// `max_batch_bytes` encoded bytes.
+    /// `max_batch_bytes` bytes, as sent or, when compressed (gzip or zstd),
+    /// once decompressed: a small compressed message cannot expand past the
+    /// limit (decompression stops there and the stream ends with
+    /// RESOURCE_EXHAUSTED).
     pub fn into_server(self, max_batch_bytes: usize) -> ProducerServer<Self> {
-        ProducerServer::new(self).max_decoding_message_size(max_batch_bytes)
+        use tonic::codec::CompressionEncoding;
+        ProducerServer::new(self)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(max_batch_bytes)
     }
 
     /// Starts a task driving one stream; its responses arrive on the returned

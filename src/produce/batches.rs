@@ -47,8 +47,9 @@ pub(super) struct Batches {
 
 struct PendingBatch {
     batch_id: u64,
-    /// One slot per record, filled as results arrive in any order.
-    results: Vec<Option<RecordResult>>,
+    /// One slot per record, filled as results arrive in any order; an empty
+    /// slot is a `RecordResult` without a result.
+    results: Vec<RecordResult>,
     /// Slots still empty.
     outstanding: usize,
     /// What this batch adds to [`Batches::held_records`] and `held_bytes`.
@@ -93,7 +94,7 @@ impl Batches {
         self.held_records += held_records;
         let mut batch = PendingBatch {
             batch_id,
-            results: vec![None; records],
+            results: vec![RecordResult::default(); records],
             outstanding: records,
             held: (held_records, 0),
             _reservation: reservation,
@@ -138,11 +139,16 @@ impl Batches {
         } else {
             ""
         };
-        match batch
-            .tally
-            .iter_mut()
-            .find(|(labels, _, _)| labels.result == label && labels.topic == topic)
-        {
+        // Most records of a batch share their topic and result: the last
+        // tally entry first.
+        let same = |(labels, _, _): &&mut (RecordLabels, u64, u64)| {
+            labels.result == label && labels.topic == topic
+        };
+        let entry = match batch.tally.last_mut() {
+            Some(last) if same(&last) => Some(last),
+            _ => batch.tally.iter_mut().find(same),
+        };
+        match entry {
             Some((_, records, bytes)) => {
                 *records += 1;
                 *bytes += tag.size as u64;
@@ -159,12 +165,12 @@ impl Batches {
         batch.trace.record(tag.index, &result);
         let slot = &mut batch.results[tag.index];
         debug_assert!(
-            slot.is_none(),
+            slot.result.is_none(),
             "record {}/{} resolved twice",
             tag.seq,
             tag.index
         );
-        if slot.replace(result).is_none() {
+        if std::mem::replace(slot, result).result.is_none() {
             batch.outstanding -= 1;
             if batch.outstanding == 0 {
                 batch.finish(metrics);
@@ -194,11 +200,7 @@ impl Batches {
                 .as_deref()
                 .map(str::to_owned)
                 .unwrap_or_default(),
-            results: batch
-                .results
-                .into_iter()
-                .map(|r| r.expect("every record of a finished batch has a result"))
-                .collect(),
+            results: batch.results,
         })
     }
 

@@ -207,7 +207,7 @@ pub async fn drive<S, In>(
     mut inbound: In,
     reservations: Reservations,
     responder: Responder,
-    mut stop: Stop,
+    stop: Stop,
     mut caller: Caller,
     observers: &Observers,
 ) -> Summary
@@ -230,6 +230,13 @@ where
     // Until when the caller is over its quota: nothing is handed over or
     // read meanwhile.
     let mut paused_until: Option<Instant> = None;
+    // Built once, not on every turn: they wait as long as the stream lives.
+    let stop = async move {
+        let mut stop = stop;
+        stop.requested().await
+    };
+    tokio::pin!(stop);
+    let mut gone = Box::pin(responder.closed());
 
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
@@ -239,12 +246,11 @@ where
             pending.clear();
         }
         while paused_until.is_none()
-            && let Some((tag, record)) = pending.pop_front()
+            && pending
+                .front()
+                .is_some_and(|(_, record)| window.has_room(record.size))
         {
-            if !window.has_room(record.size) {
-                pending.push_front((tag, record));
-                break;
-            }
+            let (tag, record) = pending.pop_front().expect("checked above");
             let size = record.size;
             match sender.try_send(record, window.completions(), window.next_seq()) {
                 Ok(()) => window.push(tag, size),
@@ -342,11 +348,11 @@ where
                     timeout: limits.stall_timeout,
                 }.into()));
             }
-            () = responder.closed(), if !intake.is_abandoned() => {
+            () = gone.as_mut(), if !intake.is_abandoned() => {
                 summary.client_gone = true;
                 intake = Intake::Abandoned(Abandon::Gone);
             }
-            error = stop.requested(), if intake.is_open() => {
+            error = &mut stop, if intake.is_open() => {
                 intake = Intake::Stopped { error, since: Instant::now() };
             }
             next = inbound.next(), if can_read => match next {
@@ -397,6 +403,7 @@ where
         }
     };
     metrics.stream_ended(label);
+    drop(gone);
     responder.end(status);
     if linger {
         // The response has ended; batches still arriving are never read

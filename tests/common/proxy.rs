@@ -42,6 +42,8 @@ pub struct FaultProxy {
     stop: CancellationToken,
     /// Connections reset so far, by any mode.
     pub resets: Arc<AtomicU64>,
+    /// Bytes forwarded towards the target so far, over every connection.
+    pub forwarded: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -52,13 +54,17 @@ impl FaultProxy {
         let connections = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         let resets = Arc::new(AtomicU64::new(0));
+        let forwarded = Arc::new(AtomicU64::new(0));
         tokio::spawn(accept(
             listener,
             target,
             mode_rx,
             connections.clone(),
             stop.clone(),
-            resets.clone(),
+            Counters {
+                resets: resets.clone(),
+                forwarded: forwarded.clone(),
+            },
         ));
         Self {
             addr,
@@ -66,6 +72,7 @@ impl FaultProxy {
             connections,
             stop,
             resets,
+            forwarded,
         }
     }
 
@@ -88,14 +95,22 @@ impl Drop for FaultProxy {
     }
 }
 
+/// What the proxy counts.
+#[derive(Clone)]
+struct Counters {
+    resets: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+}
+
 async fn accept(
     listener: TcpListener,
     target: SocketAddr,
     mode: watch::Receiver<Mode>,
     connections: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
-    resets: Arc<AtomicU64>,
+    counters: Counters,
 ) {
+    let Counters { resets, forwarded } = counters;
     loop {
         let (client, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -111,7 +126,7 @@ async fn accept(
             continue;
         }
         let cancel = connections.lock().unwrap().clone();
-        let (mode, resets) = (mode.clone(), resets.clone());
+        let (mode, resets, forwarded) = (mode.clone(), resets.clone(), forwarded.clone());
         tokio::spawn(async move {
             let Ok(broker) = TcpStream::connect(target).await else {
                 reset(client);
@@ -126,7 +141,7 @@ async fn accept(
                 client_read,
                 broker_write,
                 mode.clone(),
-                Some(carried.clone()),
+                Some((carried.clone(), forwarded)),
             );
             let down = pump(broker_read, client_write, mode, None);
             tokio::select! {
@@ -146,14 +161,16 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Copies `from` to `to` as the mode says. Errs when it resets the
-/// connection on purpose.
+/// Copies `from` to `to` as the mode says; towards the target, counts
+/// what this connection and all connections carried. Errs when it resets
+/// the connection on purpose.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
-    carried: Option<Arc<AtomicU64>>,
+    counted: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 ) -> io::Result<()> {
+    let (carried, forwarded) = counted.unzip();
     let _ = socket2::SockRef::from(from.as_ref()).set_linger(Some(Duration::ZERO));
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -193,5 +210,8 @@ async fn pump(
             _ => {}
         }
         to.write_all(&buf[..n]).await?;
+        if let Some(forwarded) = &forwarded {
+            forwarded.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
