@@ -2,10 +2,14 @@
 //! producing to Kafka, on one broker, and compares them.
 //!
 //! The strategies ([`Strategy`]):
+//! - `native`: librdkafka alone, a `ThreadedProducer` whose delivery
+//!   callback counts the acks: the ceiling of any way of producing from
+//!   Rust;
 //! - `direct`: the gateway's own stream driver and ordered window over the
-//!   shared librdkafka producer, in process, with no gRPC: the ceiling;
+//!   shared librdkafka producer, in process, with no gRPC;
 //! - `gateway`: N concurrent gRPC `Produce` streams over loopback TCP into a
-//!   gateway (in process, or `--target` for a running one);
+//!   gateway (a `kafka-gateway serve` process of its own, or `--target` for
+//!   a running one);
 //! - `seed-sync`, `seed-spawn`, `seed-futures-ordered`: the three ways most
 //!   code starts with `FutureProducer::send`.
 //!
@@ -17,14 +21,18 @@
 //! `--soak DURATION` instead holds many streams on a gateway process and
 //! samples its memory ([`soak`]).
 //!
-//! One file per concern: [`workload`] (records, keys, pacing), [`child`] and
-//! [`strategies`] (running one strategy and measuring it), [`order`]
+//! One file per concern: [`workload`] (records, keys, pacing), [`measure`]
+//! (what a run measures, and the harness its streams run in), [`child`]
+//! (the child process) and [`strategies`] (the strategies), [`order`]
 //! (order violations at ack and at store time), [`broker`] (topics, reading
-//! back), [`rss`], [`runner`] (the parent), [`report`] (table and JSON),
-//! [`plot`] (the SVG chart).
+//! back), [`rss`] and [`cpu`] (a process's memory and CPU time), [`runner`]
+//! (the parent), [`report`] (table and JSON), [`plot`] (the SVG chart).
 
 mod broker;
 mod child;
+mod cpu;
+mod measure;
+mod native;
 mod order;
 mod plot;
 mod report;
@@ -70,6 +78,9 @@ pub const DEFAULT_MAX_TIME: &str = "60s";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
+    /// librdkafka alone, driven the cheapest way rust-rdkafka allows: a
+    /// `ThreadedProducer` and a delivery callback, no per-record future.
+    Native,
     /// The gateway's stream driver and ordered window over librdkafka, in
     /// process, no gRPC.
     Direct,
@@ -86,7 +97,8 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in the order they run and are reported.
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 6] = [
+        Strategy::Native,
         Strategy::Direct,
         Strategy::Gateway,
         Strategy::SeedFuturesOrdered,
@@ -96,6 +108,7 @@ impl Strategy {
 
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::Native => "native",
             Strategy::Direct => "direct",
             Strategy::Gateway => "gateway",
             Strategy::SeedFuturesOrdered => "seed-futures-ordered",
@@ -171,7 +184,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,gateway,seed-futures-ordered,seed-spawn,seed-sync"
+        default_value = "native,direct,gateway,seed-futures-ordered,seed-spawn,seed-sync"
     )]
     pub strategies: Vec<Strategy>,
 
@@ -190,10 +203,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
 
-    /// Run the in-process `gateway` as a process of its own instead
-    /// (`kafka-gateway serve`), and report its own peak RSS apart from the
-    /// client's.
+    /// Run the `gateway` strategy's gateway inside the client's process
+    /// instead of as a process of its own (`kafka-gateway serve`, the
+    /// default). Its CPU and memory are then counted with the client's:
+    /// one process to profile.
     #[arg(long, conflicts_with = "target")]
+    pub gateway_in_process: bool,
+
+    /// The default now: kept so that older commands still run.
+    #[arg(long, hide = true, conflicts_with = "gateway_in_process")]
     pub gateway_process: bool,
 
     /// HTTP/2 connections the gRPC streams share. Default: one per 100

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Strategy;
 use super::broker::Stored;
-use super::child::{Latency, Measured};
+use super::measure::{Latency, Measured};
 use super::workload::Workload;
 
 /// Which part of the benchmark a run belongs to.

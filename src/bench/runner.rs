@@ -13,7 +13,7 @@ use crate::EmbeddedBroker;
 use crate::error::Error;
 
 use super::broker::Kafka;
-use super::child::Measured;
+use super::measure::Measured;
 use super::report::{self, Group, LatencyAtLoad, Machine, Ratios, Report, RunReport, si};
 use super::workload::Workload;
 use super::{BenchArgs, Strategy, failure, plot, strategies};
@@ -243,7 +243,7 @@ fn base_workload(args: &BenchArgs, bootstrap_servers: String) -> Workload {
         warmup_topic: String::new(),
         bootstrap_servers,
         target: args.target.clone(),
-        gateway_process: args.gateway_process,
+        gateway_process: !args.gateway_in_process,
         connections: 1,
         librdkafka_options: args.librdkafka_options.clone(),
     }
