@@ -198,7 +198,7 @@ async fn send_stream(run: Run, producer: Arc<Native>, mut source: Source) -> Tal
         let handoff = slot.handoff.saturating_duration_since(origin).as_micros() as usize;
         for seq in slot.first_seq..slot.first_seq + slot.len as u64 {
             let key = workload::key(source.stream, seq);
-            let mut record = BaseRecord::with_opaque_to(&*run.topic, handoff)
+            let mut record = BaseRecord::with_opaque_to(&run.topic, handoff)
                 .key(&key[..])
                 .payload(&run.value[..]);
             loop {
