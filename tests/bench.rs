@@ -268,7 +268,7 @@ fn calibrated_trials_and_the_gateway_process_measured_apart() {
         );
         assert!(count(calibration, "records_ok") > 0);
         let records = count(trial, "records_requested");
-        assert!(records > 0 && records % 1_600 == 0, "{records}");
+        assert!(records > 0 && records.is_multiple_of(1_600), "{records}");
         assert_eq!(count(trial, "records_ok"), records);
         assert_eq!(count(trial, "stored_order_violations"), 0);
     }
