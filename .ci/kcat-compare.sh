@@ -18,7 +18,8 @@
 # CI runs it on 50,000 lines (KCAT_LINES=50000: a few seconds) so that it
 # cannot rot, and asserts no speed; docs/benchmarks.md has the full run.
 # Usage: .ci/kcat-compare.sh    (KCAT_LINES=1000000, KCAT_LINE_BYTES=100,
-#        KCAT_COMPARE_DIR=target/kcat-compare)
+#        KCAT_COMPARE_DIR=target/kcat-compare; KCAT_PRODUCE_ARGS, e.g.
+#        "--max-in-flight-batches 64", for the produce command)
 # Needs kcat and GNU time (apt-get install kcat time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,7 +117,7 @@ broker_kcat=$(python3 -c "print($(cpu "$broker_pid") - $broker_before)")
 broker_before=$(cpu "$broker_pid")
 gateway_before=$(cpu "$gateway_pid")
 /usr/bin/time -f '%e %U %S' -o "$out/produce.time" \
-    "$bin" produce --target "$gateway" -t "$topic_gateway" -q < "$out/input.txt"
+    "$bin" produce --target "$gateway" -t "$topic_gateway" -q ${KCAT_PRODUCE_ARGS:-} < "$out/input.txt"
 gateway_cpu=$(python3 -c "print($(cpu "$gateway_pid") - $gateway_before)")
 broker_gateway=$(python3 -c "print($(cpu "$broker_pid") - $broker_before)")
 
