@@ -232,7 +232,7 @@ pub struct BenchArgs {
     pub bootstrap_servers: Option<String>,
 
     /// A running gateway (`HOST:PORT`) for the `gateway` strategy, instead
-    /// of one in process. Give --bootstrap-servers of its Kafka too, so the
+    /// of starting one. Give --bootstrap-servers of its Kafka too, so the
     /// topics are created there and read back.
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
@@ -275,11 +275,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_store_check: bool,
 
-    /// Write every run and the ratios as JSON to this file.
+    /// Write the method, the per-strategy summaries, the ratios and every
+    /// run as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
-    /// Draw throughput and p99 latency per strategy as an SVG chart.
+    /// Draw throughput, p99 latency and CPU per process for each strategy
+    /// (medians, with min-max whiskers) as an SVG chart.
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
