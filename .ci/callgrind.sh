@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per record on the gateway's stream path, counted by
-# valgrind's callgrind: a figure that does not move with the machine's load,
-# unlike a throughput. Not run by CI (a few minutes under valgrind, and a
-# build of its own); docs/benchmarks.md shows its output and how to read it.
+# valgrind's callgrind: a figure that hardly moves with the machine's load,
+# unlike a throughput (runs repeat within about 2%). Not run by CI (a build
+# of its own, then about ten seconds a run); docs/benchmarks.md shows its
+# output and how to read it.
 #
 # It builds the `profiling` profile (release code with line tables), runs
 # `kafka-gateway serve` under callgrind with its embedded broker, warms it
