@@ -23,16 +23,21 @@
 //! [`health`], and [`admin`], the HTTP listener serving the last two.
 //! Configuration: [`config`]; errors and their gRPC statuses: [`error`].
 //!
-//! The other side of the wire: [`client`], the `produce` command, which
-//! streams lines of stdin through a running gateway.
+//! The other side of the wire: `client`, the `produce` command, which
+//! streams lines of stdin through a running gateway (cargo feature
+//! `client`).
 //!
-//! Measuring it: [`bench`], the `kafka-gateway bench` subcommand.
+//! Measuring it: `bench`, the `kafka-gateway bench` subcommand (cargo
+//! feature `bench`). Both features are on by default; a server built
+//! without them links neither.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod config;
 pub mod embedded;

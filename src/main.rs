@@ -2,12 +2,16 @@
 //! starts the embedded broker when no Kafka is given, and maps errors to
 //! exit codes (64, EX_USAGE, for bad configuration). `produce` is the
 //! command-line client; its exit codes are documented in its `--help`.
+//! `produce` and `bench` are cargo features (both default): a binary built
+//! without one still knows the subcommand's name, and says how to get it.
 
+#[cfg(feature = "client")]
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "client")]
 use kafka_gateway::client::{self, ProduceArgs, Terminal};
 use kafka_gateway::{Config, EmbeddedBroker, Error, Listeners, Tracing, shutdown};
 
@@ -35,10 +39,40 @@ enum Command {
     /// Read records from stdin, one per line (text or JSON), and produce
     /// them through a running gateway; prints a summary and exits non-zero
     /// when any record failed.
+    #[cfg(feature = "client")]
     Produce(ProduceArgs),
-    /// Benchmark the gateway against an in-process producer and the usual
-    /// FutureProducer::send patterns, on one broker.
+    /// Benchmark the gateway against librdkafka alone, an in-process
+    /// producer and the usual FutureProducer::send patterns, on one broker.
+    #[cfg(feature = "bench")]
     Bench(kafka_gateway::bench::BenchArgs),
+    /// Not built into this binary (cargo feature `client`).
+    #[cfg(not(feature = "client"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Produce(NotBuiltIn),
+    /// Not built into this binary (cargo feature `bench`).
+    #[cfg(not(feature = "bench"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Bench(NotBuiltIn),
+}
+
+/// The arguments of a subcommand left out of this build: whatever they are,
+/// the answer is how to build it in.
+#[cfg(not(all(feature = "client", feature = "bench")))]
+#[derive(Debug, clap::Args)]
+struct NotBuiltIn {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// Says that `subcommand` is not in this build, and which feature brings it.
+#[cfg(not(all(feature = "client", feature = "bench")))]
+fn not_built_in(subcommand: &str, feature: &str) -> ExitCode {
+    eprintln!(
+        "error: `kafka-gateway {subcommand}` is not built into this binary: it was built \
+         without the `{feature}` cargo feature. Build it with `cargo build --release` \
+         (the feature is on by default) or `--features {feature}`."
+    );
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn main() -> ExitCode {
@@ -66,6 +100,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(*config)),
+        #[cfg(feature = "client")]
         Command::Produce(args) => {
             let code = runtime.block_on(produce(args));
             // stdin is read on a blocking thread that cannot be cancelled:
@@ -74,7 +109,12 @@ fn main() -> ExitCode {
             runtime.shutdown_background();
             return code;
         }
+        #[cfg(feature = "bench")]
         Command::Bench(args) => runtime.block_on(kafka_gateway::bench::run(args)),
+        #[cfg(not(feature = "client"))]
+        Command::Produce(_) => return not_built_in("produce", "client"),
+        #[cfg(not(feature = "bench"))]
+        Command::Bench(_) => return not_built_in("bench", "bench"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +154,7 @@ async fn serve(config: Config) -> Result<(), Error> {
     kafka_gateway::run(listeners, config, embedded, tracing, stop).await
 }
 
+#[cfg(feature = "client")]
 async fn produce(args: ProduceArgs) -> ExitCode {
     let terminal = Terminal {
         stdin: std::io::stdin().is_terminal(),
@@ -131,6 +172,7 @@ async fn produce(args: ProduceArgs) -> ExitCode {
 
 /// Resolves on the first Ctrl-C, so `produce` stops reading and finishes
 /// what it sent; a second Ctrl-C exits at once.
+#[cfg(feature = "client")]
 async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         return std::future::pending().await;

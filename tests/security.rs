@@ -729,6 +729,8 @@ async fn sighup_reloads_the_policy_and_an_open_stream_keeps_running() {
     drop(served);
 }
 
+// Its last step is `kafka-gateway produce`: the `client` feature.
+#[cfg(feature = "client")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_steps_from_zero_to_tls_jwt_and_a_policy_work_as_written() {
     // 1. demo credentials, as the README makes them.

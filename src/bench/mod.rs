@@ -2,10 +2,14 @@
 //! producing to Kafka, on one broker, and compares them.
 //!
 //! The strategies ([`Strategy`]):
+//! - `native`: librdkafka alone, a `ThreadedProducer` whose delivery
+//!   callback counts the acks: the ceiling of any way of producing from
+//!   Rust;
 //! - `direct`: the gateway's own stream driver and ordered window over the
-//!   shared librdkafka producer, in process, with no gRPC: the ceiling;
+//!   shared librdkafka producer, in process, with no gRPC;
 //! - `gateway`: N concurrent gRPC `Produce` streams over loopback TCP into a
-//!   gateway (in process, or `--target` for a running one);
+//!   gateway (a `kafka-gateway serve` process of its own, or `--target` for
+//!   a running one);
 //! - `seed-sync`, `seed-spawn`, `seed-futures-ordered`: the three ways most
 //!   code starts with `FutureProducer::send`.
 //!
@@ -17,14 +21,18 @@
 //! `--soak DURATION` instead holds many streams on a gateway process and
 //! samples its memory ([`soak`]).
 //!
-//! One file per concern: [`workload`] (records, keys, pacing), [`child`] and
-//! [`strategies`] (running one strategy and measuring it), [`order`]
+//! One file per concern: [`workload`] (records, keys, pacing), [`measure`]
+//! (what a run measures, and the harness its streams run in), [`child`]
+//! (the child process) and [`strategies`] (the strategies), [`order`]
 //! (order violations at ack and at store time), [`broker`] (topics, reading
-//! back), [`rss`], [`runner`] (the parent), [`report`] (table and JSON),
-//! [`plot`] (the SVG chart).
+//! back), [`rss`] and [`cpu`] (a process's memory and CPU time), [`runner`]
+//! (the parent), [`report`] (table and JSON), [`plot`] (the SVG chart).
 
 mod broker;
 mod child;
+mod cpu;
+mod measure;
+mod native;
 mod order;
 mod plot;
 mod report;
@@ -45,14 +53,20 @@ use crate::config::{
 };
 use crate::error::Error;
 
-/// Records per run by default: enough for about a second of steady state
-/// at this machine's rates, few enough that a default run of every strategy
-/// takes well under a minute.
-pub const DEFAULT_RECORDS: u64 = 1_000_000;
-/// Partitions of each run's topic by default: enough that each holds about
-/// 31,000 records of 112 bytes (under 4 MiB), inside the embedded broker's
-/// retention (5 MiB or 100,000 records per partition), so the stored order
-/// of every record of a default run is read back and checked.
+/// Trials of each strategy by default: the fewest whose median ignores one
+/// disturbed trial and whose min and max still say how far apart they were.
+pub const DEFAULT_TRIALS: u32 = 5;
+/// How long each trial should take, by default: long enough that the start
+/// (windows and queues filling) and the end (draining them) are a small part
+/// of it, short enough that five trials of six strategies, interleaved, take
+/// a few minutes.
+pub const DEFAULT_TRIAL_SECONDS: f64 = 3.0;
+/// Partitions of each run's topic by default. The embedded broker keeps at
+/// most 5 MiB or 100,000 records per partition: 32 partitions hold about
+/// 1.5 million records of 112 bytes, so the stored order of a trial of
+/// 3 seconds at more than 500k records/s is checked on its last records
+/// only (the report says how many). More partitions would check more and
+/// change the workload: the default stays where earlier runs measured it.
 pub const DEFAULT_PARTITIONS: i32 = 32;
 /// The record size the throughput goals are stated for.
 pub const DEFAULT_RECORD_BYTES: usize = 100;
@@ -70,6 +84,9 @@ pub const DEFAULT_MAX_TIME: &str = "60s";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
+    /// librdkafka alone, driven the cheapest way rust-rdkafka allows: a
+    /// `ThreadedProducer` and a delivery callback, no per-record future.
+    Native,
     /// The gateway's stream driver and ordered window over librdkafka, in
     /// process, no gRPC.
     Direct,
@@ -86,7 +103,8 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in the order they run and are reported.
-    pub const ALL: [Strategy; 5] = [
+    pub const ALL: [Strategy; 6] = [
+        Strategy::Native,
         Strategy::Direct,
         Strategy::Gateway,
         Strategy::SeedFuturesOrdered,
@@ -96,6 +114,7 @@ impl Strategy {
 
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::Native => "native",
             Strategy::Direct => "direct",
             Strategy::Gateway => "gateway",
             Strategy::SeedFuturesOrdered => "seed-futures-ordered",
@@ -105,28 +124,56 @@ impl Strategy {
     }
 }
 
-/// Benchmark the gateway against an in-process producer and the usual
-/// `FutureProducer::send` patterns.
+/// Benchmark the gateway against librdkafka alone, an in-process producer
+/// and the usual `FutureProducer::send` patterns.
 #[derive(Debug, Clone, Args)]
 #[command(
     after_long_help = "Every strategy produces the same records (a 12-byte key holding \
 the stream and sequence number, and a value of --record-bytes) to a fresh topic of \
---partitions partitions, in its own child process. Ack latency runs from the moment a batch \
-is handed over (or, with --rate, from the moment it was due) to its ack. After the main runs, \
-gateway and direct run again at half the gateway's measured rate to compare latency at load \
+--partitions partitions, in its own child process; the gateway strategy's gateway is a \
+process of its own too.
+
+Trials: each strategy first runs for one second to measure its rate, which sizes its trials \
+to take --trial-seconds (or every trial has --records records). Then --trials rounds run every \
+strategy once each, interleaved (A B C A B C ...), so that a slow spell of the machine hits \
+every strategy alike. The report gives each figure's median with its min and max, and each \
+ratio as the median of the per-trial ratios with its spread (max / min).
+
+Ack latency runs from the moment a batch is handed over (or, with --rate, from the moment it \
+was due) to its ack. CPU is user + system time per million records acked, over each trial's \
+timed span, for the strategy's process (client) and the gateway process apart; the embedded \
+broker runs in this, the parent process, and is in neither. After the trials, gateway, direct \
+and native run once more at half the gateway's median rate to compare latency at load \
 (--no-latency-at-load skips this). Progress goes to stderr, the table to stdout.
 
 Examples:
   kafka-gateway bench
-  kafka-gateway bench --records 1000000 --strategies direct,gateway --json bench.json --plot bench.svg
-  kafka-gateway bench --strategies gateway --scaling 1,10,100,1000 --records 1000000
+  kafka-gateway bench --trials 5 --json bench.json --plot bench.svg
+  kafka-gateway bench --strategies native,direct,gateway --trials 9 --trial-seconds 5
+  kafka-gateway bench --records 5000 --trials 2 --sample 1s        (a smoke test)
+  kafka-gateway bench --strategies gateway --trials 1 --scaling 1,10,100,1000
   kafka-gateway bench --bootstrap-servers kafka:9092 --target 127.0.0.1:50051
   kafka-gateway bench --soak 10m --streams 1000 --batch 10 --json soak.json"
 )]
 pub struct BenchArgs {
-    /// Records each run produces (spread evenly over the streams).
-    #[arg(long, default_value_t = DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub records: u64,
+    /// Trials of each strategy, run interleaved (A B C A B C ...): the
+    /// report gives each figure's median, min and max over them, and each
+    /// ratio as the median of the per-trial ratios with its spread.
+    #[arg(long, default_value_t = DEFAULT_TRIALS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub trials: u32,
+
+    /// How long each trial should take: each strategy's records per trial
+    /// are its rate in a one-second calibration run times this. Ignored
+    /// with --records.
+    #[arg(long, default_value_t = DEFAULT_TRIAL_SECONDS, value_parser = positive_seconds,
+          value_name = "SECONDS")]
+    pub trial_seconds: f64,
+
+    /// Records of every trial of every strategy (spread evenly over the
+    /// streams), instead of sizing each strategy's trials to take
+    /// --trial-seconds; `seed-sync` then stops after --sample.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: Option<u64>,
 
     /// Value bytes of each record (the key adds 12).
     #[arg(long, default_value_t = DEFAULT_RECORD_BYTES)]
@@ -171,7 +218,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,gateway,seed-futures-ordered,seed-spawn,seed-sync"
+        default_value = "native,direct,gateway,seed-futures-ordered,seed-spawn,seed-sync"
     )]
     pub strategies: Vec<Strategy>,
 
@@ -185,15 +232,20 @@ pub struct BenchArgs {
     pub bootstrap_servers: Option<String>,
 
     /// A running gateway (`HOST:PORT`) for the `gateway` strategy, instead
-    /// of one in process. Give --bootstrap-servers of its Kafka too, so the
+    /// of starting one. Give --bootstrap-servers of its Kafka too, so the
     /// topics are created there and read back.
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
 
-    /// Run the in-process `gateway` as a process of its own instead
-    /// (`kafka-gateway serve`), and report its own peak RSS apart from the
-    /// client's.
+    /// Run the `gateway` strategy's gateway inside the client's process
+    /// instead of as a process of its own (`kafka-gateway serve`, the
+    /// default). Its CPU and memory are then counted with the client's:
+    /// one process to profile.
     #[arg(long, conflicts_with = "target")]
+    pub gateway_in_process: bool,
+
+    /// The default now: kept so that older commands still run.
+    #[arg(long, hide = true, conflicts_with = "gateway_in_process")]
     pub gateway_process: bool,
 
     /// HTTP/2 connections the gRPC streams share. Default: one per 100
@@ -201,7 +253,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = positive)]
     pub connections: Option<usize>,
 
-    /// How long `seed-sync` runs; it is compared by rate.
+    /// With --records, how long `seed-sync` runs; it is compared by rate.
     #[arg(long, default_value = DEFAULT_SAMPLE, value_parser = parse_duration, value_name = "DURATION")]
     pub sample: Duration,
 
@@ -209,11 +261,12 @@ pub struct BenchArgs {
     #[arg(long, default_value = DEFAULT_MAX_TIME, value_parser = parse_duration, value_name = "DURATION")]
     pub max_time: Duration,
 
-    /// Skip the second gateway and direct runs at half the gateway's rate.
+    /// Skip the runs of gateway, direct and native at half the gateway's
+    /// median rate.
     #[arg(long)]
     pub no_latency_at_load: bool,
 
-    /// Also run `gateway` with each of these stream counts (e.g.
+    /// Also run `gateway` once with each of these stream counts (e.g.
     /// 1,10,100,1000) and print a scaling table.
     #[arg(long, value_delimiter = ',', value_parser = positive)]
     pub scaling: Vec<usize>,
@@ -222,11 +275,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_store_check: bool,
 
-    /// Write every run and the ratios as JSON to this file.
+    /// Write the method, the per-strategy summaries, the ratios and every
+    /// run as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
-    /// Draw throughput and p99 latency per strategy as an SVG chart.
+    /// Draw throughput, p99 latency and CPU per process for each strategy
+    /// (medians, with min-max whiskers) as an SVG chart.
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
 
@@ -266,6 +321,14 @@ fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a number of seconds above 0".into()),
         Err(err) => Err(err.to_string()),
     }
 }

@@ -1,6 +1,8 @@
-//! The parent process: starts the broker, runs each strategy in a child
+//! The parent process: starts the broker, sizes each strategy's trials
+//! from a calibration run, runs the trials interleaved, each in a child
 //! process with a progress bar, reads each topic back, and reports.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,8 +15,10 @@ use crate::EmbeddedBroker;
 use crate::error::Error;
 
 use super::broker::Kafka;
-use super::child::Measured;
-use super::report::{self, Group, LatencyAtLoad, Machine, Ratios, Report, RunReport, si};
+use super::measure::Measured;
+use super::report::{
+    self, Group, LatencyAtLoad, Machine, Method, Ratios, Report, RunReport, Summary, si,
+};
 use super::workload::Workload;
 use super::{BenchArgs, Strategy, failure, plot, strategies};
 
@@ -25,6 +29,12 @@ const CHILD_GRACE: Duration = Duration::from_secs(180);
 const STREAMS_PER_CONNECTION: usize = 100;
 /// The latency-at-load runs go at this fraction of the gateway's rate.
 const AT_LOAD: f64 = 0.5;
+/// How long a calibration run hands records over: long enough to get past
+/// the windows filling up, short next to the trials it sizes.
+const CALIBRATION: Duration = Duration::from_secs(1);
+/// Records a calibration run is given: more than any strategy sends in
+/// [`CALIBRATION`], so that time, not the count, ends it.
+const CALIBRATION_RECORDS: u64 = 1_000_000_000;
 
 pub async fn main(args: BenchArgs) -> Result<(), Error> {
     let strategies: Vec<Strategy> = Strategy::ALL
@@ -61,35 +71,60 @@ pub async fn main(args: BenchArgs) -> Result<(), Error> {
         args: &args,
         kafka,
         gateway_elsewhere,
+        sizes: HashMap::new(),
         runs: Vec::new(),
         failures: Vec::new(),
     };
 
     for &strategy in &strategies {
-        bench
-            .execute(Group::Main, strategy, args.streams, args.rate)
-            .await?;
+        bench.size(strategy).await?;
     }
-    if !args.no_latency_at_load && args.rate.is_none() {
-        let rate = |strategy| {
+    for trial in 1..=args.trials {
+        for &strategy in &strategies {
+            let records = bench.size(strategy).await?;
             bench
-                .runs
-                .iter()
-                .find(|r| r.group == Group::Main && r.strategy == strategy && r.records_ok > 0)
-                .map(|r| r.records_per_sec)
-        };
-        if let (Some(gateway), Some(_)) = (rate(Strategy::Gateway), rate(Strategy::Direct)) {
+                .execute(Spec {
+                    group: Group::Main,
+                    trial: Some(trial),
+                    ..Spec::new(strategy, args.streams, args.rate, records)
+                })
+                .await?;
+        }
+    }
+    let summaries = Summary::of(&bench.runs);
+    if !args.no_latency_at_load && args.rate.is_none() {
+        let gateway = summaries
+            .iter()
+            .find(|s| s.strategy == Strategy::Gateway)
+            .map(|s| s.records_per_sec.median);
+        let others = [Strategy::Direct, Strategy::Native];
+        if let Some(gateway) = gateway
+            && others.iter().any(|s| strategies.contains(s))
+        {
             let capped = (gateway * AT_LOAD).round().max(1.0);
-            for strategy in [Strategy::Gateway, Strategy::Direct] {
-                bench
-                    .execute(Group::LatencyAtLoad, strategy, args.streams, Some(capped))
-                    .await?;
+            let records = args.records.unwrap_or_else(|| {
+                let records = (capped * args.trial_seconds).ceil() as u64;
+                round_up(records, args.streams * args.batch)
+            });
+            for strategy in [Strategy::Gateway, Strategy::Direct, Strategy::Native] {
+                if strategy == Strategy::Gateway || strategies.contains(&strategy) {
+                    bench
+                        .execute(Spec {
+                            group: Group::LatencyAtLoad,
+                            ..Spec::new(strategy, args.streams, Some(capped), records)
+                        })
+                        .await?;
+                }
             }
         }
     }
     for &streams in &args.scaling {
+        let records = bench.size(Strategy::Gateway).await?;
         bench
-            .execute(Group::Scaling, Strategy::Gateway, streams, args.rate)
+            .execute(Spec {
+                group: Group::Scaling,
+                ..Spec::new(Strategy::Gateway, streams, args.rate, records)
+            })
             .await?;
     }
     machine.load_average_after = report::load_average();
@@ -101,6 +136,13 @@ pub async fn main(args: BenchArgs) -> Result<(), Error> {
             Kafka::Embedded(_) => "embedded",
             Kafka::External(_) => "external",
         },
+        method: Method {
+            trials: args.trials,
+            trial_seconds: args.records.is_none().then_some(args.trial_seconds),
+            records_per_trial: args.records,
+            cpu: report::CPU_NOTE,
+        },
+        strategies: summaries,
         ratios: Ratios::of(&bench.runs),
         latency_at_load: LatencyAtLoad::of(&bench.runs),
         runs: bench.runs,
@@ -122,26 +164,87 @@ pub async fn main(args: BenchArgs) -> Result<(), Error> {
     }
 }
 
+/// `n` rounded up to a multiple of `step`.
+fn round_up(n: u64, step: usize) -> u64 {
+    let step = step.max(1) as u64;
+    n.div_ceil(step).max(1) * step
+}
+
+/// One run to make.
+struct Spec {
+    group: Group,
+    trial: Option<u32>,
+    strategy: Strategy,
+    streams: usize,
+    rate: Option<f64>,
+    records: u64,
+}
+
+impl Spec {
+    fn new(strategy: Strategy, streams: usize, rate: Option<f64>, records: u64) -> Self {
+        Self {
+            group: Group::Main,
+            trial: None,
+            strategy,
+            streams,
+            rate,
+            records,
+        }
+    }
+}
+
 struct Bench<'a> {
     args: &'a BenchArgs,
     kafka: Kafka,
     gateway_elsewhere: bool,
+    /// Records per trial of each strategy, once known.
+    sizes: HashMap<Strategy, u64>,
     runs: Vec<RunReport>,
     /// Runs that did not finish, for the exit status.
     failures: Vec<String>,
 }
 
 impl Bench<'_> {
-    /// Runs `strategy` with `streams` streams in a child process, reads its
-    /// topic back, and adds the run to the report.
-    async fn execute(
-        &mut self,
-        group: Group,
-        strategy: Strategy,
-        streams: usize,
-        rate: Option<f64>,
-    ) -> Result<(), Error> {
-        let workload = self.workload(strategy, streams, rate);
+    /// Records per trial of `strategy`: `--records`, or what it acks in
+    /// `--trial-seconds` at the rate of a calibration run (made on first
+    /// use), in whole batches of every stream.
+    async fn size(&mut self, strategy: Strategy) -> Result<u64, Error> {
+        if let Some(records) = self.args.records {
+            return Ok(records);
+        }
+        if let Some(&records) = self.sizes.get(&strategy) {
+            return Ok(records);
+        }
+        let args = self.args;
+        let rate = self
+            .execute(Spec {
+                group: Group::Calibration,
+                ..Spec::new(strategy, args.streams, args.rate, CALIBRATION_RECORDS)
+            })
+            .await?
+            .records_per_sec;
+        let whole = args.streams * args.batch;
+        let records = if rate > 0.0 {
+            round_up((rate * args.trial_seconds).ceil() as u64, whole)
+        } else {
+            // The failure is reported; the trials will show it again.
+            whole as u64
+        };
+        eprintln!(
+            "{}: {} records/s in calibration: {} records per trial",
+            strategy.name(),
+            si(rate),
+            records
+        );
+        self.sizes.insert(strategy, records);
+        Ok(records)
+    }
+
+    /// Runs `spec` in a child process, reads its topic back (but for a
+    /// calibration run), and adds the run to the report.
+    async fn execute(&mut self, spec: Spec) -> Result<&RunReport, Error> {
+        let workload = self.workload(&spec);
+        let strategy = spec.strategy;
         let ours = !(strategy == Strategy::Gateway && self.gateway_elsewhere);
         let topics = [
             (&workload.topic, self.args.partitions),
@@ -154,14 +257,24 @@ impl Bench<'_> {
                 eprintln!("warning: {err}; relying on the broker to create it on first use");
             }
         }
-        let label = match group {
-            Group::Main => strategy.name().to_owned(),
-            Group::LatencyAtLoad => format!("{} @{}/s", strategy.name(), si(rate.unwrap_or(0.0))),
-            Group::Scaling => format!("{} x{streams}", strategy.name()),
+        let label = match spec.group {
+            Group::Calibration => format!("{} calibration", strategy.name()),
+            Group::Main => match spec.trial {
+                Some(trial) => format!("{} [{trial}/{}]", strategy.name(), self.args.trials),
+                None => strategy.name().to_owned(),
+            },
+            Group::LatencyAtLoad => {
+                format!("{} @{}/s", strategy.name(), si(spec.rate.unwrap_or(0.0)))
+            }
+            Group::Scaling => format!("{} x{}", strategy.name(), spec.streams),
         };
         let spawned = {
             let (workload, label) = (workload.clone(), label.clone());
-            tokio::task::spawn_blocking(move || run_child(&workload, &label))
+            let bar_length = match spec.group {
+                Group::Calibration => 0,
+                _ => workload.records,
+            };
+            tokio::task::spawn_blocking(move || run_child(&workload, &label, bar_length))
                 .await
                 .map_err(|err| failure(err.to_string()))?
         };
@@ -176,7 +289,11 @@ impl Bench<'_> {
                 }
             }
         };
-        let stored = if ours && !self.args.no_store_check && measured.handed > 0 {
+        let read_back = ours
+            && !self.args.no_store_check
+            && spec.group != Group::Calibration
+            && measured.handed > 0;
+        let stored = if read_back {
             let spinner = ProgressBar::new_spinner().with_message(format!("{label}: reading back"));
             spinner.enable_steady_tick(Duration::from_millis(100));
             let stored = self.kafka.read_back(&workload.topic).await;
@@ -192,34 +309,39 @@ impl Bench<'_> {
         } else {
             None
         };
-        let run = RunReport::new(group, &workload, measured, stored);
+        let run = RunReport::new(spec.group, spec.trial, &workload, measured, stored);
         eprintln!("{}", summary(&label, &run));
         self.runs.push(run);
-        Ok(())
+        Ok(self.runs.last().expect("just pushed"))
     }
 
-    fn workload(&self, strategy: Strategy, streams: usize, rate: Option<f64>) -> Workload {
+    fn workload(&self, spec: &Spec) -> Workload {
         static RUNS: AtomicU64 = AtomicU64::new(0);
         let args = self.args;
         let topic = format!(
             "bench-{}-{}-{}",
             std::process::id(),
             RUNS.fetch_add(1, Ordering::Relaxed),
-            strategy.name()
+            spec.strategy.name()
         );
+        let time_budget = match (spec.group, spec.strategy, args.records) {
+            (Group::Calibration, _, _) => CALIBRATION,
+            // A fixed count that seed-sync, at a record per round trip,
+            // would take minutes to send.
+            (_, Strategy::SeedSync, Some(_)) => args.sample,
+            _ => args.max_time,
+        };
         Workload {
-            strategy,
-            streams,
-            rate,
-            time_budget: match strategy {
-                Strategy::SeedSync => args.sample.min(args.max_time),
-                _ => args.max_time,
-            },
+            strategy: spec.strategy,
+            records: spec.records,
+            streams: spec.streams,
+            rate: spec.rate,
+            time_budget: time_budget.min(args.max_time),
             warmup_topic: format!("{topic}-warmup"),
             topic,
             connections: args
                 .connections
-                .unwrap_or(streams.div_ceil(STREAMS_PER_CONNECTION)),
+                .unwrap_or(spec.streams.div_ceil(STREAMS_PER_CONNECTION)),
             ..base_workload(args, self.kafka.bootstrap_servers())
         }
     }
@@ -229,7 +351,7 @@ impl Bench<'_> {
 fn base_workload(args: &BenchArgs, bootstrap_servers: String) -> Workload {
     Workload {
         strategy: Strategy::Direct,
-        records: args.records,
+        records: args.records.unwrap_or(1),
         record_bytes: args.record_bytes,
         streams: args.streams,
         batch: args.batch,
@@ -243,7 +365,7 @@ fn base_workload(args: &BenchArgs, bootstrap_servers: String) -> Workload {
         warmup_topic: String::new(),
         bootstrap_servers,
         target: args.target.clone(),
-        gateway_process: args.gateway_process,
+        gateway_process: !args.gateway_in_process,
         connections: 1,
         librdkafka_options: args.librdkafka_options.clone(),
     }
@@ -251,8 +373,15 @@ fn base_workload(args: &BenchArgs, bootstrap_servers: String) -> Workload {
 
 /// One line per finished run, on stderr.
 fn summary(label: &str, run: &RunReport) -> String {
+    let cpu = match (run.cpu_s_per_million, run.gateway_cpu_s_per_million) {
+        (Some(client), Some(gateway)) => {
+            format!(", CPU {client:.2} + gateway {gateway:.2} s per million")
+        }
+        (Some(client), None) => format!(", CPU {client:.2} s per million"),
+        _ => String::new(),
+    };
     format!(
-        "{label}: {} records in {:.2} s: {} records/s, p99 {:.2} ms, {} order violations{}",
+        "{label}: {} records in {:.2} s: {} records/s, p99 {:.2} ms{cpu}, {} order violations{}",
         run.records_ok,
         run.seconds,
         si(run.records_per_sec),
@@ -268,7 +397,8 @@ fn summary(label: &str, run: &RunReport) -> String {
 
 /// Runs one workload in a child process (this binary, `bench --child`),
 /// showing its progress, and returns what it measured.
-fn run_child(workload: &Workload, label: &str) -> Result<Measured, String> {
+/// `bar_length` 0 shows a spinner (a run that time, not a count, ends).
+fn run_child(workload: &Workload, label: &str, bar_length: u64) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|err| format!("cannot find this binary: {err}"))?;
     let spec = serde_json::to_string(workload).map_err(|err| err.to_string())?;
     let mut command = Command::new(exe);
@@ -285,19 +415,22 @@ fn run_child(workload: &Workload, label: &str) -> Result<Measured, String> {
         .spawn()
         .map_err(|err| format!("cannot start a child process: {err}"))?;
 
-    let bar = ProgressBar::new(workload.records).with_prefix(label.to_owned());
+    let bar = ProgressBar::new(bar_length).with_prefix(label.to_owned());
+    let template = if bar_length == 0 {
+        "{prefix:>28} {spinner} {human_pos} records, {rate}/s, {elapsed}"
+    } else {
+        "{prefix:>28} [{bar:32}] {human_pos}/{human_len} records, {rate}/s, {elapsed}"
+    };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>24} [{bar:32}] {human_pos}/{human_len} records, {rate}/s, {elapsed}",
-        )
-        .expect("a valid template")
-        .with_key(
-            "rate",
-            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
-                let _ = write!(out, "{}", si(state.per_sec()));
-            },
-        )
-        .progress_chars("=> "),
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{}", si(state.per_sec()));
+                },
+            )
+            .progress_chars("=> "),
     );
     let stderr = child.stderr.take().expect("piped");
     let forward = {

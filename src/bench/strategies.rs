@@ -13,14 +13,13 @@
 //! of its own before the clock starts.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::stream::{self, FuturesOrdered, Stream, StreamExt};
-use hdrhistogram::Histogram;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -39,11 +38,10 @@ use crate::proto::producer_client::ProducerClient;
 use crate::proto::{ProduceRequest, ProduceResponse, Record, record_result};
 use crate::{Listeners, Tracing};
 
-use super::Strategy;
-use super::child::{Latency, Measured};
-use super::order::AckOrder;
+use super::measure::{Measured, Run, Tally};
 use super::rss;
 use super::workload::{self, Slot, Source, Workload};
+use super::{Strategy, native};
 
 /// How long `FutureProducer::send` retries a full queue before it fails the
 /// record: long, as the seeds' authors would set it, so a full queue slows
@@ -54,96 +52,13 @@ const SEND_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 const RESPONSE_BUFFER: usize = 16;
 /// Largest response a gateway stream may send the client.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// Latencies the histograms hold: 1 us to 1 h, 3 significant digits.
-const LATENCY_BOUNDS_NS: (u64, u64) = (1_000, 3_600_000_000_000);
-
-/// What one stream (or all of them, merged) saw.
-pub struct Tally {
-    /// Ack latency in nanoseconds.
-    latency: Histogram<u64>,
-    handed: u64,
-    ok: u64,
-    failed: u64,
-    order: AckOrder,
-    first_error: Option<String>,
-}
-
-impl Tally {
-    fn new() -> Self {
-        Self {
-            latency: Histogram::new_with_bounds(LATENCY_BOUNDS_NS.0, LATENCY_BOUNDS_NS.1, 3)
-                .expect("valid histogram bounds"),
-            handed: 0,
-            ok: 0,
-            failed: 0,
-            order: AckOrder::default(),
-            first_error: None,
-        }
-    }
-
-    /// `count` records acked after `latency`; call [`Tally::ack`] for each
-    /// one's position.
-    fn latency(&mut self, latency: Duration, count: u64) {
-        let ns = (latency.as_nanos() as u64).clamp(LATENCY_BOUNDS_NS.0, LATENCY_BOUNDS_NS.1);
-        self.latency
-            .record_n(ns, count)
-            .expect("clamped into the bounds");
-    }
-
-    /// The next record of the stream, in send order, was stored here.
-    fn ack(&mut self, partition: i32, offset: i64) {
-        self.ok += 1;
-        self.order.ack(partition, offset);
-    }
-
-    fn failed(&mut self, count: u64, error: impl FnOnce() -> String) {
-        self.failed += count;
-        if self.first_error.is_none() {
-            self.first_error = Some(error());
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.latency
-            .add(&other.latency)
-            .expect("histograms of the same bounds");
-        self.handed += other.handed;
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.order.violations += other.order.violations;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
-
-    fn into_measured(self, seconds: f64, cut_short: bool) -> Measured {
-        Measured {
-            handed: self.handed,
-            ok: self.ok,
-            failed: self.failed,
-            seconds,
-            cut_short,
-            latency_ms: Latency::from_histogram(&self.latency),
-            ack_violations: self.order.violations,
-            peak_rss_bytes: None,
-            gateway_peak_rss_bytes: None,
-            first_error: self.first_error,
-        }
-    }
-}
 
 /// Runs `workload` and measures it. `progress` counts answered records.
 pub async fn run(workload: &Workload, progress: Arc<AtomicU64>) -> Result<Measured, String> {
     let config = gateway_config(workload)?;
-    let workload = Arc::new(workload.clone());
-    let run = Run {
-        workload: workload.clone(),
-        progress,
-        cut_short: Arc::default(),
-        value: workload::value(workload.record_bytes),
-        topic: Arc::from(workload.topic.as_str()),
-    };
+    let run = Run::new(workload, progress);
     match workload.strategy {
+        Strategy::Native => native::run(run, &config).await,
         Strategy::Direct => direct(run, &config).await,
         Strategy::Gateway => gateway(run, config).await,
         Strategy::SeedSync | Strategy::SeedSpawn | Strategy::SeedFuturesOrdered => {
@@ -178,49 +93,6 @@ pub(super) fn gateway_config(workload: &Workload) -> Result<Config, String> {
         other => other.to_string(),
     })?;
     Ok(config)
-}
-
-/// What every stream of a run shares.
-#[derive(Clone)]
-struct Run {
-    workload: Arc<Workload>,
-    progress: Arc<AtomicU64>,
-    cut_short: Arc<AtomicBool>,
-    /// The value of every record.
-    value: Bytes,
-    topic: Arc<str>,
-}
-
-impl Run {
-    fn source(&self, stream: usize, start: Instant) -> Source {
-        Source::new(&self.workload, stream, start, self.cut_short.clone())
-    }
-
-    fn answered(&self, records: u64) {
-        self.progress.fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// Runs `stream_task` for every stream from now on, and merges what
-    /// they saw.
-    async fn streams<F, Fut>(&self, stream_task: F) -> Result<Measured, String>
-    where
-        F: Fn(usize, Instant) -> Fut,
-        Fut: Future<Output = Tally> + Send + 'static,
-    {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..self.workload.streams)
-            .map(|stream| tokio::spawn(stream_task(stream, start)))
-            .collect();
-        let mut total = Tally::new();
-        for task in tasks {
-            total.merge(
-                task.await
-                    .map_err(|err| format!("a stream task failed: {err}"))?,
-            );
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        Ok(total.into_measured(seconds, self.cut_short.load(Ordering::Relaxed)))
-    }
 }
 
 /// Hand-offs of one stream's batches whose responses have not come yet.
@@ -442,8 +314,12 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
         return Err(format!("warm-up record failed: {}", error.message));
     }
 
+    let gateway_pid = match &server {
+        Server::Process(child) => Some(child.id()),
+        _ => None,
+    };
     let measured = run
-        .streams(|stream, start| {
+        .streams_watching(gateway_pid, |stream, start| {
             let (run, mut client) = (run.clone(), client(stream));
             async move {
                 let sent = Sent::default();
@@ -601,23 +477,13 @@ type SendResult = Result<(i32, i64), String>;
 /// A spawned send: its hand-off, when it completed, and its outcome.
 type SendTask = tokio::task::JoinHandle<(Instant, Instant, SendResult)>;
 
-/// Where a record's latency runs from: when its batch was due under a rate
-/// cap, else now.
-fn handoff(run: &Run, slot: &Slot) -> Instant {
-    if run.workload.rate.is_some() {
-        slot.handoff
-    } else {
-        Instant::now()
-    }
-}
-
 /// `seed-sync`: one record at a time.
 async fn seed_sync(run: &Run, producer: &FutureProducer, mut source: Source) -> Tally {
     let mut tally = Tally::new();
     while let Some(slot) = source.next().await {
         tally.handed += slot.len as u64;
         for seq in slot.first_seq..slot.first_seq + slot.len as u64 {
-            let start = handoff(run, &slot);
+            let start = run.handoff(&slot);
             let result = send(producer, &run.topic, source.stream, seq, &run.value).await;
             tally.record(run, start, Instant::now(), result);
         }
@@ -633,7 +499,7 @@ async fn seed_spawn(run: &Run, producer: &Arc<FutureProducer>, mut source: Sourc
     while let Some(slot) = source.next().await {
         tally.handed += slot.len as u64;
         for seq in slot.first_seq..slot.first_seq + slot.len as u64 {
-            let start = handoff(run, &slot);
+            let start = run.handoff(&slot);
             let (producer, topic, value) = (producer.clone(), run.topic.clone(), run.value.clone());
             tasks.push_back(tokio::spawn(async move {
                 let result = send(&producer, &topic, stream, seq, &value).await;
@@ -693,7 +559,7 @@ async fn seed_futures_ordered(run: &Run, producer: &FutureProducer, mut source: 
                         let (start, result) = in_flight.next().await.expect("not empty");
                         tally.record(run, start, Instant::now(), result);
                     }
-                    in_flight.push_back(send_one(seq, handoff(run, &slot)));
+                    in_flight.push_back(send_one(seq, run.handoff(&slot)));
                 }
             }
         }

@@ -218,10 +218,11 @@ pub fn request(stream: u32, slot: &Slot, topic: &str, value: &Bytes) -> ProduceR
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn workload(records: u64, streams: usize, rate: Option<f64>) -> Workload {
+    /// A small workload, for the tests of the bench's modules.
+    pub(in crate::bench) fn workload(records: u64, streams: usize, rate: Option<f64>) -> Workload {
         Workload {
             strategy: Strategy::Direct,
             records,

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Instructions per record on the gateway's stream path, counted by
+# valgrind's callgrind: a figure that hardly moves with the machine's load,
+# unlike a throughput (runs repeat within about 2%). Not run by CI (a build
+# of its own, then about ten seconds a run); docs/benchmarks.md shows its
+# output and how to read it.
+#
+# It builds the `profiling` profile (release code with line tables), runs
+# `kafka-gateway serve` under callgrind with its embedded broker, warms it
+# up with a small `bench --target` run, zeroes the counters, pushes the
+# measured workload through it (the bench's gateway strategy: by default
+# 20,000 records of 100 bytes, 8 streams, batches of 200), dumps the
+# counters, and reads them with callgrind_annotate:
+#   - the whole gateway process, and the same without the embedded broker's
+#     thread (rd_kafka_mock_cluster_thread_main, inclusive), which a
+#     gateway in production does not run;
+#   - the stream driver, kafka_gateway::produce::stream::drive (inclusive:
+#     validation, the window, the send calls, the responses; see counts()
+#     below for how it is found where it is inlined);
+#   - librdkafka's produce call, rd_kafka_producev (inclusive), which
+#     drive reaches through rust-rdkafka.
+# Each is divided by the records pushed.
+#
+# Usage: .ci/callgrind.sh [RUNS]   (RUNS measurements, default 1; 2 shows
+#        how far the count repeats)
+# Environment: CALLGRIND_RECORDS (20000), CALLGRIND_BATCH (200),
+#              CALLGRIND_RECORD_BYTES (100), CALLGRIND_DIR (target/callgrind).
+# Needs valgrind (apt-get install valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-1}"
+records="${CALLGRIND_RECORDS:-20000}"
+batch="${CALLGRIND_BATCH:-200}"
+record_bytes="${CALLGRIND_RECORD_BYTES:-100}"
+out="${CALLGRIND_DIR:-target/callgrind}"
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
+mkdir -p "$out"
+
+cargo build --locked --profile profiling
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/profiling/kafka-gateway"
+
+gateway_pid=""
+cleanup() {
+    if [ -n "$gateway_pid" ] && kill -0 "$gateway_pid" 2>/dev/null; then
+        kill -TERM "$gateway_pid" 2>/dev/null || true
+        wait "$gateway_pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# The gateway's bench strategy against the gateway at $1, quietly.
+push() { # ADDR RECORDS JSON
+    "$bin" bench --strategies gateway --target "$1" --records "$2" --batch "$batch" \
+        --record-bytes "$record_bytes" --trials 1 --no-latency-at-load --no-store-check \
+        --max-time 600s --json "$3" >/dev/null 2>"$3.log" \
+        || { cat "$3.log"; exit 1; }
+}
+
+# Instructions per record in the callgrind dump $1, as "total broker driver
+# producev", all inclusive (callgrind_annotate --inclusive=yes):
+#   total: PROGRAM TOTALS;
+#   broker: rd_kafka_mock_cluster_thread_main, the embedded broker's thread;
+#   driver: the stream driver. Its future is inlined into the task that runs
+#     it (tokio_util's TrackedFuture::poll), so it is the cost of the lines
+#     of src/produce/ inlined there, with everything they call (the window,
+#     try_send and librdkafka, the responses);
+#   producev: rd_kafka_producev, from the calls to it.
+# callgrind_annotate lists a function once per source file its inlined code
+# comes from, and once more, with an absolute path, as the target of calls;
+# each (file, function) is taken once, at its largest.
+counts() { # DUMP RECORDS
+    callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null | python3 -c '
+import re, sys
+records = int(sys.argv[1])
+root = sys.argv[2].rstrip("/") + "/"
+total, entries = 0, {}
+for line in sys.stdin:
+    m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$", line)
+    if not m:
+        continue
+    count, rest = int(m.group(1).replace(",", "")), m.group(2).strip()
+    if rest == "PROGRAM TOTALS":
+        total = count
+        continue
+    rest = re.sub(r"\s+\[[^\]]*\]$", "", rest)
+    m = re.match(r"^([^:\s]*):(?!:)(.*)$", rest)
+    if not m:
+        continue
+    path, function = m.group(1), m.group(2)
+    path = path[len(root):] if path.startswith(root) else path
+    key = (path, function)
+    entries[key] = max(entries.get(key, 0), count)
+def largest(pattern):
+    return max((c for (p, f), c in entries.items() if re.search(pattern, f)), default=0)
+broker = largest(r"^rd_kafka_mock_cluster_thread_main$")
+producev = largest(r"^rd_kafka_producev$")
+driver = sum(c for (p, f), c in entries.items()
+             if p.startswith("src/produce/")
+             and re.search(r"TrackedFuture<F> as core::future::future::Future>::poll$|produce::stream::drive\b", f))
+print(" ".join(str(round(n / records)) for n in (total, broker, driver, producev)))
+' "$2" "$PWD"
+}
+
+for run in $(seq 1 "$runs"); do
+    rm -f "$out"/callgrind.out.* "$out"/gateway.log
+    RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+        "$bin" serve --listen 127.0.0.1:0 --embedded-partitions 32 \
+        >/dev/null 2>"$out/gateway.log" &
+    gateway_pid=$!
+    addr=""
+    for _ in $(seq 1 600); do
+        addr=$(grep -o 'gRPC server listening.*addr=[0-9.:]*' "$out/gateway.log" 2>/dev/null \
+            | grep -o '[0-9.]*:[0-9]*$' | head -n 1 || true)
+        [ -n "$addr" ] && break
+        kill -0 "$gateway_pid" 2>/dev/null || { cat "$out/gateway.log"; exit 1; }
+        sleep 0.5
+    done
+    [ -n "$addr" ] || { echo "the gateway under valgrind did not start serving"; exit 1; }
+    # Warm up: connections, the topic on the embedded broker, the
+    # allocator's and tokio's working sizes. Then count only what follows.
+    push "$addr" 2000 "$out/warm-up.json"
+    callgrind_control --zero "$gateway_pid" >/dev/null 2>&1
+    push "$addr" "$records" "$out/measured.json"
+    callgrind_control --dump=measured "$gateway_pid" >/dev/null 2>&1
+    cleanup
+    gateway_pid=""
+    dump=$(ls -t "$out"/callgrind.out.*.1 2>/dev/null | head -n 1)
+    [ -n "$dump" ] || { echo "no callgrind dump of the measured run"; exit 1; }
+    cp "$dump" "$out/run-$run.callgrind"
+    acked=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["runs"][0]["records_ok"])' "$out/measured.json")
+    [ "$acked" = "$records" ] || { echo "only $acked of $records records acked"; exit 1; }
+    read -r total broker driver producev < <(counts "$dump" "$records")
+    printf 'callgrind run %s: %s records through the gateway, instructions per record:\n' "$run" "$records"
+    printf '  gateway process, all threads             %8s\n' "$total"
+    printf '    of which the embedded broker           %8s\n' "$broker"
+    printf '  gateway process without the broker       %8s\n' "$((total - broker))"
+    printf '  stream driver (produce::stream::drive)   %8s\n' "$driver"
+    printf '  librdkafka rd_kafka_producev             %8s\n' "$producev"
+done
+echo "dumps: $out/run-*.callgrind (callgrind_annotate --inclusive=yes FILE)"

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# kcat as an outside reference: the same file of lines produced by
+# `kcat -P` (librdkafka in C, idempotent, linger.ms=5) and by
+# `kafka-gateway produce` through a running gateway, into the same broker.
+# Prints each one's throughput and CPU seconds, and their ratios.
+#
+# The broker is the embedded one of a `kafka-gateway serve` process of its
+# own (kcat works against it; not against tansu); the gateway under test is
+# a second `kafka-gateway serve` pointed at it, so that the gateway's CPU is
+# its own and the broker's is the same for both. Both topics are created
+# first with 32 partitions (the bench's default). Throughput is lines over
+# the wall time of the producing command, start-up included (a fraction of
+# a second of several). CPU is user + system time: kcat's own process; the
+# produce command's, plus the gateway's over the same span; and the
+# broker's, for both. Each topic's stored records are counted afterwards
+# from its high watermarks.
+#
+# CI runs it on 50,000 lines (KCAT_LINES=50000: a few seconds) so that it
+# cannot rot, and asserts no speed; docs/benchmarks.md has the full run.
+# Usage: .ci/kcat-compare.sh    (KCAT_LINES=1000000, KCAT_LINE_BYTES=100,
+#        KCAT_COMPARE_DIR=target/kcat-compare; KCAT_PRODUCE_ARGS, e.g.
+#        "--max-in-flight-batches 64", for the produce command)
+# Needs kcat and GNU time (apt-get install kcat time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lines="${KCAT_LINES:-1000000}"
+line_bytes="${KCAT_LINE_BYTES:-100}"
+out="${KCAT_COMPARE_DIR:-target/kcat-compare}"
+partitions=32
+for cmd in kcat /usr/bin/time python3; do
+    command -v "$cmd" >/dev/null || { echo "$cmd is missing (apt-get install kcat time python3)"; exit 1; }
+done
+mkdir -p "$out"
+cargo build --locked --release
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release/kafka-gateway"
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+# LINES lines of LINE_BYTES bytes, each starting with its number.
+python3 - "$lines" "$line_bytes" > "$out/input.txt" <<'PY'
+import sys
+lines, size = int(sys.argv[1]), int(sys.argv[2])
+filler = ("abcdefghijklmnopqrstuvwxyz" * (size // 26 + 1))
+out = sys.stdout
+for i in range(lines):
+    head = f"{i:09d} "
+    out.write(head + filler[: max(size - len(head), 0)] + "\n")
+PY
+
+# Starts `kafka-gateway serve ARGS` logging to LOG; sets $pid and $addr.
+serve() { # LOG ARGS...
+    local log=$1
+    shift
+    RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 "$@" >/dev/null 2>"$log" &
+    pid=$!
+    pids+=("$pid")
+    addr=""
+    for _ in $(seq 1 100); do
+        addr=$(grep -o 'gRPC server listening.*addr=[0-9.:]*' "$log" | grep -o '[0-9.]*:[0-9]*$' | head -n 1 || true)
+        [ -n "$addr" ] && return
+        kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.1
+    done
+    echo "kafka-gateway serve did not start: $log"
+    exit 1
+}
+# CPU seconds (user + system) of process PID so far.
+cpu() { # PID
+    python3 -c '
+import sys
+stat = open(f"/proc/{sys.argv[1]}/stat").read()
+fields = stat[stat.rfind(")") + 1:].split()
+print((int(fields[11]) + int(fields[12])) / 100)' "$1"
+}
+# Records stored in TOPIC: the sum of its partitions' high watermarks.
+stored() { # TOPIC
+    local args=()
+    for p in $(seq 0 $((partitions - 1))); do args+=(-t "$1:$p:-1"); done
+    kcat -Q -b "$broker" "${args[@]}" | python3 -c '
+import re, sys
+print(sum(int(m.group(1)) for m in re.finditer(r"offset (-?\d+)", sys.stdin.read())))'
+}
+
+serve "$out/broker.log" --embedded-partitions "$partitions"
+broker_pid=$pid
+broker_grpc=$addr
+broker=$(grep -o 'bootstrap.servers=[0-9.:]*' "$out/broker.log" | head -n 1 | cut -d= -f2)
+serve "$out/gateway.log" --bootstrap-servers "$broker"
+gateway_pid=$pid
+gateway=$addr
+topic_kcat="kcat-compare-kcat-$$"
+topic_gateway="kcat-compare-gateway-$$"
+# Create both topics with the same partitions (the broker process's own
+# gateway creates a topic on first use), with one record each.
+for topic in "$topic_kcat" "$topic_gateway"; do
+    echo created | "$bin" produce --target "$broker_grpc" -t "$topic" -q
+done
+
+# kcat: idempotent, linger.ms=5, the file as it is (one record per line).
+broker_before=$(cpu "$broker_pid")
+/usr/bin/time -f '%e %U %S' -o "$out/kcat.time" \
+    kcat -P -b "$broker" -t "$topic_kcat" -X enable.idempotence=true -X linger.ms=5 \
+    -l "$out/input.txt"
+broker_kcat=$(python3 -c "print($(cpu "$broker_pid") - $broker_before)")
+
+# The produce command through the gateway (its defaults: idempotent,
+# linger.ms=5).
+broker_before=$(cpu "$broker_pid")
+gateway_before=$(cpu "$gateway_pid")
+/usr/bin/time -f '%e %U %S' -o "$out/produce.time" \
+    "$bin" produce --target "$gateway" -t "$topic_gateway" -q ${KCAT_PRODUCE_ARGS:-} < "$out/input.txt"
+gateway_cpu=$(python3 -c "print($(cpu "$gateway_pid") - $gateway_before)")
+broker_gateway=$(python3 -c "print($(cpu "$broker_pid") - $broker_before)")
+
+stored_kcat=$(stored "$topic_kcat")
+stored_gateway=$(stored "$topic_gateway")
+python3 - "$lines" "$out/kcat.time" "$out/produce.time" "$gateway_cpu" "$broker_kcat" \
+    "$broker_gateway" "$stored_kcat" "$stored_gateway" <<'PY'
+import sys
+lines = int(sys.argv[1])
+def timed(path):
+    wall, user, system = map(float, open(path).read().split()[-3:])
+    return wall, user + system
+kcat_wall, kcat_cpu = timed(sys.argv[2])
+produce_wall, produce_cpu = timed(sys.argv[3])
+gateway_cpu, broker_kcat, broker_gateway = map(float, sys.argv[4:7])
+stored_kcat, stored_gateway = int(sys.argv[7]) - 1, int(sys.argv[8]) - 1
+problems = [f"{name} stored {n} of {lines} lines"
+            for name, n in (("kcat", stored_kcat), ("the gateway", stored_gateway)) if n != lines]
+if problems:
+    sys.exit("kcat compare: " + "; ".join(problems))
+kcat_rate, gateway_rate = lines / kcat_wall, lines / produce_wall
+gateway_total = produce_cpu + gateway_cpu
+print(f"{lines:,} lines, each stored once (high watermarks); CPU is user + system seconds")
+print(f"  kcat -P                 {kcat_wall:6.2f} s  {kcat_rate:>9,.0f} records/s  "
+      f"CPU {kcat_cpu:5.2f} s                           broker {broker_kcat:5.2f} s")
+print(f"  kafka-gateway produce   {produce_wall:6.2f} s  {gateway_rate:>9,.0f} records/s  "
+      f"CPU {gateway_total:5.2f} s (client {produce_cpu:.2f} + gateway {gateway_cpu:.2f})"
+      f"  broker {broker_gateway:5.2f} s")
+print(f"  gateway / kcat: throughput {gateway_rate / kcat_rate:.2f}x, "
+      f"CPU {gateway_total / max(kcat_cpu, 0.01):.2f}x (broker excluded)")
+PY
