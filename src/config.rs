@@ -7,6 +7,7 @@
 //! of the first-class options below.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -15,7 +16,7 @@ use rdkafka::ClientConfig;
 use crate::auth::SecurityArgs;
 use crate::error::Error;
 use crate::limits::{BATCH_OVERHEAD, Caps};
-use crate::produce::{Limits, StreamLimits};
+use crate::produce::{DeadLetter, Limits, StreamLimits};
 
 /// Loopback by default: a gateway on the embedded broker is a development
 /// tool. Set `0.0.0.0:50051` (the container image does) to serve others.
@@ -285,6 +286,26 @@ pub struct Config {
           value_parser = parse_duration, value_name = "DURATION")]
     pub stall_timeout: Duration,
 
+    /// Topic where the gateway parks records that failed for good (invalid,
+    /// too large, unknown topic or partition, not authorized): each failed
+    /// record is written there, key, value and headers unchanged plus
+    /// headers naming the cause, in stream order, and its error result says
+    /// where it was parked. The client still gets the error. A batch can opt
+    /// out (ProduceRequest.skip_dead_letter). Off when unset.
+    #[arg(long, env = "KAFKA_GATEWAY_DEAD_LETTER_TOPIC", value_name = "TOPIC",
+          value_parser = parse_topic)]
+    pub dead_letter_topic: Option<String>,
+
+    /// Also park records that timed out (ran out of librdkafka's retries,
+    /// message.timeout.ms). Such a record may nevertheless be stored in its
+    /// own topic (see RecordError.may_be_stored).
+    #[arg(
+        long,
+        env = "KAFKA_GATEWAY_DEAD_LETTER_RETRIABLE",
+        requires = "dead_letter_topic"
+    )]
+    pub dead_letter_retriable: bool,
+
     /// TLS, client certificates, tokens, authorization and quotas.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -364,6 +385,10 @@ impl Config {
             max_batch_records: self.max_batch_records,
             max_record_bytes: self.max_record_bytes,
             stall_timeout: self.stall_timeout,
+            dead_letter: self.dead_letter_topic.as_deref().map(|topic| DeadLetter {
+                topic: Arc::from(topic),
+                retriable: self.dead_letter_retriable,
+            }),
         }
     }
 
@@ -437,6 +462,12 @@ fn check_promise(key: &str, value: &str, idempotence: bool) -> Result<(), Error>
         }
         _ => Ok(()),
     }
+}
+
+/// A topic name Kafka accepts.
+fn parse_topic(s: &str) -> Result<String, String> {
+    crate::produce::validate::check_topic(s)?;
+    Ok(s.to_owned())
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {

@@ -151,6 +151,7 @@ pub fn record_error(
         message: message.into(),
         retriable,
         may_be_stored: false,
+        dead_letter: None,
     }
 }
 

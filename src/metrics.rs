@@ -61,6 +61,17 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// The record's own topic; empty when it is not one Kafka knows, as in
+    /// [`RecordLabels`].
+    pub topic: String,
+    /// Why it failed: the error code in lower case (`invalid_record`, ...).
+    pub code: &'static str,
+    /// `parked`, or `failed` when the dead-letter write failed too.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
     /// librdkafka's broker name, `host:port/node_id`.
     pub broker: String,
@@ -83,6 +94,7 @@ pub struct Metrics {
     limit_waits: Family<LimitLabels, Counter>,
     producer_replacements: Counter,
     denied: Family<PrincipalLabels, Counter>,
+    dead_letters: Family<DeadLetterLabels, Counter>,
     throttled: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     auth_failures: Family<ReasonLabels, Counter>,
     librdkafka: LibrdkafkaMetrics,
@@ -196,6 +208,13 @@ impl Metrics {
             "Records refused NOT_AUTHORIZED by --authz-policy, by principal",
             denied.clone(),
         );
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            "dead_letter_records",
+            "Failed records written to --dead-letter-topic (outcome parked) or whose \
+             dead-letter write failed too (outcome failed), by their own topic and error code",
+            dead_letters.clone(),
+        );
         let throttled = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         registry.register_with_unit(
             "throttled",
@@ -227,6 +246,7 @@ impl Metrics {
             limit_waits,
             producer_replacements,
             denied,
+            dead_letters,
             throttled,
             auth_failures,
             librdkafka,
@@ -238,6 +258,19 @@ impl Metrics {
         self.denied
             .get_or_create(&PrincipalLabels {
                 principal: principal.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A failed record of `topic` (its error's metric label `code`) was
+    /// written to the dead-letter topic, or not (`parked` false).
+    pub fn dead_letter(&self, topic: &str, code: &'static str, parked: bool) {
+        let topic = if topic_is_known(code) { topic } else { "" };
+        self.dead_letters
+            .get_or_create(&DeadLetterLabels {
+                topic: topic.to_owned(),
+                code,
+                outcome: if parked { "parked" } else { "failed" },
             })
             .inc();
     }
@@ -478,20 +511,23 @@ fn saturating_i64(value: u64) -> i64 {
 pub fn result_label(result: &RecordResult) -> &'static str {
     match &result.result {
         Some(record_result::Result::Ok(_)) => "ok",
-        Some(record_result::Result::Error(error)) => {
-            match ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified) {
-                ErrorCode::Unspecified => "unspecified",
-                ErrorCode::InvalidRecord => "invalid_record",
-                ErrorCode::RecordTooLarge => "record_too_large",
-                ErrorCode::UnknownTopic => "unknown_topic",
-                ErrorCode::NotAuthorized => "not_authorized",
-                ErrorCode::TimedOut => "timed_out",
-                ErrorCode::Unavailable => "unavailable",
-                ErrorCode::Internal => "internal",
-                ErrorCode::UnknownPartition => "unknown_partition",
-            }
-        }
+        Some(record_result::Result::Error(error)) => code_label(error.code),
         None => "unspecified",
+    }
+}
+
+/// An error code's label: its name in lower case.
+pub fn code_label(code: i32) -> &'static str {
+    match ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified) {
+        ErrorCode::Unspecified => "unspecified",
+        ErrorCode::InvalidRecord => "invalid_record",
+        ErrorCode::RecordTooLarge => "record_too_large",
+        ErrorCode::UnknownTopic => "unknown_topic",
+        ErrorCode::NotAuthorized => "not_authorized",
+        ErrorCode::TimedOut => "timed_out",
+        ErrorCode::Unavailable => "unavailable",
+        ErrorCode::Internal => "internal",
+        ErrorCode::UnknownPartition => "unknown_partition",
     }
 }
 

@@ -156,8 +156,12 @@ pub async fn run(
     });
     let connect = background.spawn({
         let (sender, health) = (sender.clone(), health.clone());
+        let dead_letter_topic = config.dead_letter_topic.clone();
         async move {
             sender.wait_for_brokers(CONNECT_RETRY).await;
+            if let Some(topic) = dead_letter_topic {
+                sender.check_dead_letter_topic(&topic).await;
+            }
             health.serving();
         }
     });

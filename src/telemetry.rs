@@ -161,6 +161,7 @@ impl Tracing {
             span,
             headers: (!headers.0.is_empty()).then(|| Arc::new(headers.0)),
             errors: 0,
+            dead_lettered: 0,
             partition: Partition::None,
         }
     }
@@ -284,6 +285,8 @@ pub struct BatchTrace {
     /// context to pass on.
     pub headers: Option<TraceHeaders>,
     errors: u32,
+    /// Of the failed records, those parked in the dead-letter topic.
+    dead_lettered: u32,
     partition: Partition,
 }
 
@@ -308,19 +311,28 @@ impl BatchTrace {
             }
             Some(record_result::Result::Error(error)) => {
                 self.errors += 1;
+                self.dead_lettered += u32::from(error.dead_letter.is_some());
                 if let Some(span) = &mut self.span
                     && self.errors <= MAX_ERROR_EVENTS
                 {
                     let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
-                    span.add_event(
-                        "record failed",
-                        vec![
-                            KeyValue::new("kafka_gateway.record.index", index as i64),
-                            KeyValue::new("error.type", code.as_str_name()),
-                            KeyValue::new("kafka_gateway.error.message", error.message.clone()),
-                            KeyValue::new("kafka_gateway.error.retriable", error.retriable),
-                        ],
-                    );
+                    let mut attributes = vec![
+                        KeyValue::new("kafka_gateway.record.index", index as i64),
+                        KeyValue::new("error.type", code.as_str_name()),
+                        KeyValue::new("kafka_gateway.error.message", error.message.clone()),
+                        KeyValue::new("kafka_gateway.error.retriable", error.retriable),
+                    ];
+                    if let Some(parked) = &error.dead_letter {
+                        attributes.extend([
+                            KeyValue::new("kafka_gateway.dead_letter.topic", parked.topic.clone()),
+                            KeyValue::new(
+                                "kafka_gateway.dead_letter.partition",
+                                i64::from(parked.partition),
+                            ),
+                            KeyValue::new("kafka_gateway.dead_letter.offset", parked.offset),
+                        ]);
+                    }
+                    span.add_event("record failed", attributes);
                 }
             }
             None => {}
@@ -336,6 +348,12 @@ impl BatchTrace {
             "kafka_gateway.batch.error_count",
             i64::from(self.errors),
         ));
+        if self.dead_lettered > 0 {
+            span.set_attribute(KeyValue::new(
+                "kafka_gateway.batch.dead_letter_count",
+                i64::from(self.dead_lettered),
+            ));
+        }
         if let Partition::One(partition) = self.partition {
             span.set_attribute(KeyValue::new(
                 "messaging.destination.partition.id",

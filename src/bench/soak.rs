@@ -253,6 +253,7 @@ async fn run_stream(
                     topic: topic.clone(),
                     records,
                     compact_acks: true,
+                    skip_dead_letter: false,
                 };
                 if tx.send(request).await.is_err() {
                     return;

@@ -214,7 +214,7 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
         stamp: None,
     };
     let completions = Arc::new(Completions::new());
-    if let Err(err) = sender.try_send(warmup, &completions, 0) {
+    if let Err(err) = sender.try_send(&warmup, &completions, 0) {
         return Err(format!("warm-up record refused: {err:?}"));
     }
     for (_, outcome) in completions.next().await {
@@ -222,7 +222,7 @@ async fn direct(run: Run, config: &Config) -> Result<Measured, String> {
     }
     let limits = config.stream_limits();
     run.streams(|stream, start| {
-        let (run, sender) = (run.clone(), sender.clone());
+        let (run, sender, limits) = (run.clone(), sender.clone(), limits.clone());
         async move {
             let sent = Sent::default();
             let inbound = Box::pin(requests(&run, run.source(stream, start), sent.clone()).map(Ok));
@@ -302,6 +302,7 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
             ..Record::default()
         }],
         compact_acks: false,
+        skip_dead_letter: false,
     };
     let response = client(0)
         .produce_batch(warmup)

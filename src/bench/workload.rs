@@ -214,6 +214,7 @@ pub fn request(stream: u32, slot: &Slot, topic: &str, value: &Bytes) -> ProduceR
             .collect(),
         // The acks need not repeat the topic: the fast path clients use.
         compact_acks: true,
+        skip_dead_letter: false,
     }
 }
 

@@ -68,6 +68,7 @@ impl Entry {
                 message: why,
                 retriable: false,
                 input: self.input,
+                dead_letter: None,
             },
             None => Failure {
                 line: self.line,
@@ -75,6 +76,7 @@ impl Entry {
                 message,
                 retriable,
                 input: self.input,
+                dead_letter: None,
             },
         }
     }
@@ -501,6 +503,7 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
                 records,
                 // The acks name the topic once per batch, not per record.
                 compact_acks: true,
+                skip_dead_letter: false,
             };
             tokio::select! {
                 biased;

@@ -170,6 +170,17 @@ pub struct Failure {
     pub retriable: bool,
     /// The line as read, when it was kept.
     pub input: Option<Bytes>,
+    /// Where the gateway parked the record (its dead-letter topic), if it
+    /// did.
+    pub dead_letter: Option<ParkedAt>,
+}
+
+/// Where a failed record was parked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedAt {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl Failure {
@@ -185,6 +196,11 @@ impl Failure {
             message: error.message.clone(),
             retriable: error.retriable,
             input,
+            dead_letter: error.dead_letter.as_ref().map(|at| ParkedAt {
+                topic: at.topic.clone(),
+                partition: at.partition,
+                offset: at.offset,
+            }),
         }
     }
 }
@@ -202,6 +218,9 @@ struct FailedLine<'a> {
     /// ...else in base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     input_b64: Option<String>,
+    /// Where the gateway parked the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<&'a ParkedAt>,
 }
 
 /// The `--failed-out` line of a failure.
@@ -220,6 +239,7 @@ pub fn failed_line(failure: &Failure) -> String {
         retriable: failure.retriable,
         input,
         input_b64,
+        dead_letter: failure.dead_letter.as_ref(),
     })
     .expect("a failure serializes")
 }
@@ -416,6 +436,7 @@ mod tests {
             message: "Broker: Unknown partition".into(),
             retriable: false,
             input: Some(Bytes::from_static(br#"{"value":"v","partition":99}"#)),
+            dead_letter: None,
         };
         assert_eq!(
             failed_line(&failure),
@@ -428,9 +449,21 @@ mod tests {
         assert!(failed_line(&binary).ends_with(r#""retriable":false,"input_b64":"/wA="}"#));
         let none = Failure {
             input: None,
-            ..failure
+            ..failure.clone()
         };
         assert!(failed_line(&none).ends_with(r#""retriable":false}"#));
+        let parked = Failure {
+            dead_letter: Some(ParkedAt {
+                topic: "dlq".into(),
+                partition: 2,
+                offset: 41,
+            }),
+            ..none
+        };
+        assert!(
+            failed_line(&parked)
+                .ends_with(r#""dead_letter":{"topic":"dlq","partition":2,"offset":41}}"#)
+        );
     }
 
     #[test]
@@ -440,6 +473,7 @@ mod tests {
             message: "m".into(),
             retriable: false,
             may_be_stored: false,
+            dead_letter: None,
         };
         let failure = Failure::from_gateway(3, &error, None);
         assert_eq!(failure.code, "ERROR_CODE_UNKNOWN_PARTITION");
@@ -469,6 +503,7 @@ mod tests {
             message: "not valid JSON".into(),
             retriable: false,
             input: None,
+            dead_letter: None,
         });
         let (tally, path, error) = reporter.finish();
         assert!(path.is_none() && error.is_none());

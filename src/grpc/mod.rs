@@ -108,7 +108,7 @@ impl ProducerService {
         let principal = caller.principal.as_ref().map(|p| p.name().to_owned());
         let (responder, responses) = produce::respond::channel(RESPONSE_BUFFER);
         let sender = self.sender.clone();
-        let limits = self.limits;
+        let limits = self.limits.clone();
         let stop = Stop::new(self.shutdown.clone(), age_deadline);
         let observers = Observers {
             metrics: self.metrics.clone(),

@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use crate::limits::Reservation;
 use crate::metrics::{self, Metrics, RecordLabels};
-use crate::proto::{ProduceResponse, RecordResult};
+use crate::proto::{ProduceResponse, RecordError, RecordResult};
 
-use super::{Delivered, ok_result};
+use super::{Delivered, OutboundRecord, ok_result};
 use crate::telemetry::BatchTrace;
 
 /// Identifies one record of a stream.
@@ -30,6 +30,12 @@ pub(super) struct Tag {
     pub topic: Arc<str>,
     /// Payload bytes, for the metrics.
     pub size: usize,
+    /// Set when the record was refused before it reached librdkafka and is
+    /// kept for the dead-letter topic: its failure.
+    pub failed: Option<Box<RecordError>>,
+    /// The record itself, kept while its outcome is unknown when its batch
+    /// uses the dead-letter topic.
+    pub kept: Option<Box<OutboundRecord>>,
 }
 
 /// The batches of one stream whose responses have not been handed to the
@@ -60,6 +66,8 @@ struct PendingBatch {
     /// With compact acks: the batch's topic, named once in the response and
     /// left out of the acks of records stored in it.
     compact: Option<Arc<str>>,
+    /// Its failed records go to the dead-letter topic.
+    dead_letter: bool,
     /// When the batch entered the window.
     started: Instant,
     trace: BatchTrace,
@@ -80,6 +88,7 @@ impl PendingBatch {
 
 impl Batches {
     /// Opens a batch of `records` records and returns its sequence number.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         &mut self,
         batch_id: u64,
@@ -87,6 +96,7 @@ impl Batches {
         trace: BatchTrace,
         reservation: Option<Reservation>,
         compact: Option<Arc<str>>,
+        dead_letter: bool,
         metrics: &Metrics,
     ) -> u64 {
         let seq = self.front_seq + self.queue.len() as u64;
@@ -99,6 +109,7 @@ impl Batches {
             held: (held_records, 0),
             _reservation: reservation,
             compact,
+            dead_letter,
             started: Instant::now(),
             trace,
             tally: Vec::new(),
@@ -108,6 +119,11 @@ impl Batches {
         }
         self.queue.push_back(batch);
         seq
+    }
+
+    /// Whether batch `seq` parks its failed records.
+    pub fn dead_letter(&self, seq: u64) -> bool {
+        self.queue[(seq - self.front_seq) as usize].dead_letter
     }
 
     /// Counts `bytes` more payload bytes held by batch `seq`.

@@ -230,6 +230,43 @@ impl KafkaSender {
         }
     }
 
+    /// Makes sure the dead-letter topic can be written: the embedded broker
+    /// creates it; on a cluster, a topic that does not exist is logged, since
+    /// every parking would fail (and each failed record would say so).
+    pub async fn check_dead_letter_topic(&self, topic: &str) {
+        if self.embedded.is_some() {
+            if let Err(err) = self.ensure_topic(topic).await {
+                tracing::error!(
+                    topic,
+                    error = err.message,
+                    "cannot create the dead-letter topic"
+                );
+            }
+            return;
+        }
+        let current = self.current.load_full();
+        let name = topic.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = current
+                .producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(5))?;
+            Ok::<_, KafkaError>(metadata.topics().first().and_then(|t| t.error()))
+        })
+        .await;
+        match found {
+            Ok(Ok(None)) => tracing::info!(topic, "dead-letter topic in place"),
+            Ok(Ok(Some(code))) => tracing::warn!(
+                topic,
+                error = %RDKafkaErrorCode::from(code),
+                "the dead-letter topic cannot be written: create it (or fix its ACLs), or \
+                 failed records will say that parking them failed"
+            ),
+            Ok(Err(err)) => tracing::warn!(topic, %err, "cannot check the dead-letter topic"),
+            Err(err) => tracing::warn!(topic, %err, "cannot check the dead-letter topic"),
+        }
+    }
+
     /// Records in librdkafka's queues or in flight to the brokers.
     pub fn in_flight_count(&self) -> i32 {
         self.current.load().producer.in_flight_count()
@@ -259,7 +296,7 @@ fn build(
 impl Sender for KafkaSender {
     fn try_send(
         &self,
-        record: OutboundRecord,
+        record: &OutboundRecord,
         completions: &Arc<Completions>,
         seq: u64,
     ) -> Result<(), TrySendError> {
@@ -294,7 +331,7 @@ impl Sender for KafkaSender {
         let generation = self.current.load();
         if generation.state.fatal.get().is_some() {
             // Being replaced: wait, as for a full queue.
-            return Err(TrySendError::QueueFull(Box::new(record)));
+            return Err(TrySendError::QueueFull);
         }
         let token = Box::new(Token {
             completions: completions.clone(),
@@ -312,12 +349,12 @@ impl Sender for KafkaSender {
         match generation.producer.send::<[u8], [u8]>(base) {
             Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(TrySendError::QueueFull(Box::new(record)))
+                Err(TrySendError::QueueFull)
             }
             Err((err, _)) if err.rdkafka_error_code().is_some_and(classify::is_fatal) => {
                 // The producer died: wait for its replacement.
                 self.check.notify_one();
-                Err(TrySendError::QueueFull(Box::new(record)))
+                Err(TrySendError::QueueFull)
             }
             Err((err, _)) => Err(TrySendError::Rejected(kafka_record_error(
                 &err,

@@ -15,6 +15,7 @@ mod batches;
 pub mod caller;
 pub mod classify;
 pub mod completions;
+pub mod dead_letter;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use completions::Completions;
+pub use dead_letter::DeadLetter;
 
 use bytes::Bytes;
 
@@ -76,10 +78,9 @@ pub type DeliveryResult = Result<Delivered, proto::RecordError>;
 /// Why a [`Sender`] did not take a record.
 #[derive(Debug)]
 pub enum TrySendError {
-    /// The producer's queue is full: librdkafka's backpressure. The record is
-    /// handed back untouched, to be sent again once something was delivered.
-    /// (Boxed so that the common `Ok` path moves a small `Result`.)
-    QueueFull(Box<OutboundRecord>),
+    /// The producer's queue is full: librdkafka's backpressure. The record
+    /// stays with the caller, to be sent again once something was delivered.
+    QueueFull,
     /// The record can never be sent as it is.
     Rejected(proto::RecordError),
 }
@@ -87,7 +88,8 @@ pub enum TrySendError {
 /// Hands records to Kafka one at a time, without waiting.
 ///
 /// `try_send` must either take the record now (it is then in the producer's
-/// queue, ahead of every record taken after it) or give it back. Never an
+/// queue, ahead of every record taken after it, and librdkafka has its own
+/// copy) or refuse it. Never an
 /// `async fn` that enqueues on first poll: that is what reorders records
 /// pushed into `FuturesOrdered` (rust-rdkafka issue 468). The outcome of a
 /// record taken is reported later, from any thread, to `completions` under
@@ -95,7 +97,7 @@ pub enum TrySendError {
 pub trait Sender: Send + Sync + 'static {
     fn try_send(
         &self,
-        record: OutboundRecord,
+        record: &OutboundRecord,
         completions: &Arc<Completions>,
         seq: u64,
     ) -> Result<(), TrySendError>;

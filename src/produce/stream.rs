@@ -37,6 +37,7 @@ use crate::telemetry::Tracing;
 
 use super::batches::{Batches, Tag};
 use super::caller::Caller;
+use super::dead_letter::{DeadLetter, DeadLetters};
 use super::respond::{Blocked, Responder};
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
@@ -62,8 +63,8 @@ const STOP_LINGER: Duration = Duration::from_secs(2);
 /// unread before the stream is ended without waiting for the stall timeout.
 const STOP_STALL: Duration = Duration::from_secs(2);
 
-/// The per-stream bounds.
-#[derive(Debug, Clone, Copy)]
+/// The per-stream bounds and settings.
+#[derive(Debug, Clone)]
 pub struct StreamLimits {
     /// The ordered send window's bounds; the batches a stream read and has
     /// not answered are held to the same bounds.
@@ -75,6 +76,8 @@ pub struct StreamLimits {
     /// How long a response may wait for the client to read it before the
     /// stream is ended (its records in flight still complete).
     pub stall_timeout: Duration,
+    /// Where failed records are parked, if anywhere.
+    pub dead_letter: Option<DeadLetter>,
 }
 
 /// What happened on one stream, for logs and metrics.
@@ -86,6 +89,8 @@ pub struct Summary {
     pub records_ok: u64,
     /// Records that got an error result (validation, enqueue or delivery).
     pub records_failed: u64,
+    /// Of those, records parked in the dead-letter topic.
+    pub records_dead_lettered: u64,
     /// Records read but never handed to Kafka because nobody was left to
     /// answer.
     pub records_abandoned: u64,
@@ -237,6 +242,14 @@ where
     };
     tokio::pin!(stop);
     let mut gone = Box::pin(responder.closed());
+    // Where this stream's failed records are parked, if anywhere.
+    let mut dead = limits.dead_letter.clone().map(|config| {
+        DeadLetters::new(
+            config,
+            caller.principal.as_ref().map(|p| p.name()),
+            limits.window,
+        )
+    });
 
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
@@ -250,20 +263,44 @@ where
                 .front()
                 .is_some_and(|(_, record)| window.has_room(record.size))
         {
-            let (tag, record) = pending.pop_front().expect("checked above");
+            let (mut tag, record) = pending.pop_front().expect("checked above");
             let size = record.size;
-            match sender.try_send(record, window.completions(), window.next_seq()) {
-                Ok(()) => window.push(tag, size),
-                Err(TrySendError::QueueFull(record)) => {
-                    pending.push_front((tag, *record));
+            if let Some(error) = tag.failed.take() {
+                // Refused, and kept for the dead-letter topic: it takes its
+                // turn in the window, so that it is parked in stream order.
+                tag.kept = Some(Box::new(record));
+                window.push_done(tag, size, Err(*error));
+                continue;
+            }
+            match sender.try_send(&record, window.completions(), window.next_seq()) {
+                Ok(()) => {
+                    if dead.is_some() && batches.dead_letter(tag.seq) {
+                        tag.kept = Some(Box::new(record));
+                    }
+                    window.push(tag, size);
+                }
+                Err(TrySendError::QueueFull) => {
+                    pending.push_front((tag, record));
                     queue_full = true;
                     break;
                 }
                 Err(TrySendError::Rejected(error)) => {
-                    summary.records_failed += 1;
-                    batches.resolve(&tag, error_result(error), metrics);
+                    if dead
+                        .as_ref()
+                        .is_some_and(|dead| dead.config().parks(&error))
+                        && batches.dead_letter(tag.seq)
+                    {
+                        tag.kept = Some(Box::new(record));
+                        window.push_done(tag, size, Err(error));
+                    } else {
+                        summary.records_failed += 1;
+                        batches.resolve(&tag, error_result(error), metrics);
+                    }
                 }
             }
+        }
+        if let Some(dead) = &mut dead {
+            queue_full |= dead.hand_over(sender, &mut batches, &mut summary, metrics);
         }
         if pending.is_empty() && pending.capacity() > PENDING_KEPT {
             // A whole batch's records (some 200 bytes each) no longer wait:
@@ -296,12 +333,13 @@ where
             }
         }
 
+        let parked = dead.as_ref().is_none_or(DeadLetters::is_idle);
         let done = match intake {
             Intake::Open => false,
             // Nobody to answer: done once nothing of ours is in librdkafka.
-            Intake::Abandoned(_) => pending.is_empty() && window.is_empty(),
+            Intake::Abandoned(_) => pending.is_empty() && window.is_empty() && parked,
             Intake::Finished | Intake::Stopped { .. } => {
-                pending.is_empty() && window.is_empty() && batches.is_empty()
+                pending.is_empty() && window.is_empty() && parked && batches.is_empty()
             }
         };
         if done {
@@ -320,17 +358,22 @@ where
             biased;
             done = window.next_done(), if !window.is_empty() => {
                 let (tag, result) = done.expect("the window is not empty");
-                settle(tag, result, &mut summary, &mut batches, metrics);
+                let mut state = Settle { summary: &mut summary, batches: &mut batches, dead: dead.as_mut() };
+                settle(tag, result, &mut state, metrics);
                 // Every later delivery that is already done, in order, in
                 // this same turn: one trip round the loop per wake-up
                 // rather than per record.
                 while let Some((tag, result)) = window.try_next_done() {
-                    settle(tag, result, &mut summary, &mut batches, metrics);
+                    settle(tag, result, &mut state, metrics);
                 }
             }
+            () = async {
+                dead.as_mut().expect("checked").settle_next(&mut batches, &mut summary, metrics).await;
+            }, if dead.as_ref().is_some_and(DeadLetters::in_flight) => {}
             // An async block, so the timer is only built (and the clock
             // read) when this branch is enabled, not on every turn.
-            () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await }, if queue_full && window.is_empty() => {}
+            () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await },
+                if queue_full && window.is_empty() && !dead.as_ref().is_some_and(DeadLetters::in_flight) => {}
             () = async { tokio::time::sleep_until(paused_until.expect("paused")).await }, if paused_until.is_some() => {
                 paused_until = None;
             }
@@ -416,23 +459,31 @@ where
     summary
 }
 
-/// Puts one delivery's outcome into its batch's response.
-fn settle(
-    tag: Tag,
-    result: DeliveryResult,
-    summary: &mut Summary,
-    batches: &mut Batches,
-    metrics: &Metrics,
-) {
+/// What [`settle`] updates.
+struct Settle<'a> {
+    summary: &'a mut Summary,
+    batches: &'a mut Batches,
+    dead: Option<&'a mut DeadLetters>,
+}
+
+/// Puts one record's outcome into its batch's response, or, for a failed
+/// record kept for the dead-letter topic, queues it to be parked there
+/// first. Called in stream order.
+fn settle(mut tag: Tag, result: DeliveryResult, state: &mut Settle<'_>, metrics: &Metrics) {
     match result {
         Ok(delivered) => {
-            summary.records_ok += 1;
-            batches.resolve_delivered(&tag, delivered, metrics);
+            state.summary.records_ok += 1;
+            state.batches.resolve_delivered(&tag, delivered, metrics);
         }
-        Err(error) => {
-            summary.records_failed += 1;
-            batches.resolve(&tag, error_result(error), metrics);
-        }
+        Err(error) => match (tag.kept.take(), state.dead.as_deref_mut()) {
+            (Some(record), Some(dead)) if dead.config().parks(&error) => {
+                dead.park(tag, *record, error);
+            }
+            _ => {
+                state.summary.records_failed += 1;
+                state.batches.resolve(&tag, error_result(error), metrics);
+            }
+        },
     }
 }
 
@@ -441,6 +492,33 @@ struct StreamState<'a> {
     batches: &'a mut Batches,
     pending: &'a mut VecDeque<(Tag, OutboundRecord)>,
     summary: &'a mut Summary,
+}
+
+impl StreamState<'_> {
+    /// A record refused before it reached librdkafka: answered now, or, when
+    /// it is `parked`, queued in its turn with its failure, to be written to
+    /// the dead-letter topic in stream order.
+    fn refuse(
+        &mut self,
+        tag: Tag,
+        error: RecordError,
+        parked: Option<OutboundRecord>,
+        metrics: &Metrics,
+    ) {
+        match parked {
+            Some(record) => {
+                let tag = Tag {
+                    failed: Some(Box::new(error)),
+                    ..tag
+                };
+                self.pending.push_back((tag, record));
+            }
+            None => {
+                self.summary.records_failed += 1;
+                self.batches.resolve(&tag, error_result(error), metrics);
+            }
+        }
+    }
 }
 
 /// Validates a batch, opens its response and its span, and queues its
@@ -452,7 +530,7 @@ async fn accept<S: Sender>(
     caller: &mut Caller,
     request: ProduceRequest,
     reservation: Option<crate::limits::Reservation>,
-    stream: StreamState<'_>,
+    mut stream: StreamState<'_>,
 ) -> Result<(u64, u64), StreamError> {
     if request.records.len() > limits.max_batch_records {
         return Err(StreamError::TooManyRecords {
@@ -480,14 +558,27 @@ async fn accept<S: Sender>(
         (DefaultTopic::Valid(topic), true) => Some(topic.clone()),
         _ => None,
     };
+    // Where this batch's failed records are parked, unless it opted out.
+    let dead_letter = limits
+        .dead_letter
+        .as_ref()
+        .filter(|_| !request.skip_dead_letter);
     let seq = stream.batches.open(
         request.batch_id,
         request.records.len(),
         trace,
         reservation,
         compact,
+        dead_letter.is_some(),
         metrics,
     );
+    // Whether a refused record is parked, and the record as it is parked.
+    let parks = |error: &RecordError| dead_letter.is_some_and(|dead| dead.parks(error));
+    let keep = |mut record: OutboundRecord| {
+        record.trace_headers = trace_headers.clone();
+        record.stamp = stamp.clone();
+        record
+    };
     // Each topic of the batch is made sure of once, before its first record
     // is queued; a topic that cannot be had fails its records.
     let mut topics: HashMap<Arc<str>, Option<RecordError>> = HashMap::new();
@@ -503,15 +594,19 @@ async fn accept<S: Sender>(
         let mut record =
             match validate::prepare(record, size, &default_topic, limits.max_record_bytes) {
                 Ok(record) => record,
-                Err(error) => {
-                    stream.summary.records_failed += 1;
+                Err(refused) => {
+                    let (error, record) = *refused;
                     let tag = Tag {
                         seq,
                         index,
                         topic: Arc::from(""),
                         size,
+                        failed: None,
+                        kept: None,
                     };
-                    stream.batches.resolve(&tag, error_result(error), metrics);
+                    let parked = parks(&error)
+                        .then(|| keep(validate::refused(record, size, &default_topic)));
+                    stream.refuse(tag, error, parked, metrics);
                     continue;
                 }
             };
@@ -547,11 +642,13 @@ async fn accept<S: Sender>(
             index,
             topic: record.topic.clone(),
             size: record.size,
+            failed: None,
+            kept: None,
         };
         match failure {
             Some(error) => {
-                stream.summary.records_failed += 1;
-                stream.batches.resolve(&tag, error_result(error), metrics);
+                let parked = parks(&error).then(|| keep(record));
+                stream.refuse(tag, error, parked, metrics);
             }
             None => {
                 record.trace_headers = trace_headers.clone();
@@ -621,8 +718,12 @@ mod tests {
         /// Values in the order the fake accepted them.
         accepted: Vec<Bytes>,
         /// Undelivered records: where to report, under which number, the
-        /// offset each will get, and its size.
-        pending: Vec<(Arc<Completions>, u64, Delivered, usize)>,
+        /// outcome each will get, and its size.
+        pending: Vec<(Arc<Completions>, u64, DeliveryResult, usize)>,
+        /// Values whose delivery times out.
+        time_out: Vec<Bytes>,
+        /// Records accepted for the topic "dlq", in the order accepted.
+        letters: Vec<OutboundRecord>,
         next_offset: HashMap<i32, i64>,
         /// Undelivered records the fake's queue holds at most; more is QueueFull.
         queue_capacity: usize,
@@ -663,10 +764,10 @@ mod tests {
                 return false;
             }
             let index = rng.below(state.pending.len());
-            let (completions, seq, delivered, size) = state.pending.swap_remove(index);
+            let (completions, seq, outcome, size) = state.pending.swap_remove(index);
             self.alive.fetch_sub(1, Ordering::SeqCst);
             self.alive_bytes.fetch_sub(size, Ordering::SeqCst);
-            completions.push(seq, Ok(delivered));
+            completions.push(seq, outcome);
             true
         }
 
@@ -678,7 +779,7 @@ mod tests {
     impl Sender for FakeKafka {
         fn try_send(
             &self,
-            record: OutboundRecord,
+            record: &OutboundRecord,
             completions: &Arc<Completions>,
             seq: u64,
         ) -> Result<(), TrySendError> {
@@ -693,22 +794,33 @@ mod tests {
             if state.forced_queue_full > 0 || state.pending.len() >= state.queue_capacity {
                 state.forced_queue_full = state.forced_queue_full.saturating_sub(1);
                 state.queue_full_answers += 1;
-                return Err(TrySendError::QueueFull(Box::new(record)));
+                return Err(TrySendError::QueueFull);
             }
             let partition = i32::from(record.key.as_ref().map_or(0, |k| k[0]) % 3);
-            let offset = state.next_offset.entry(partition).or_default();
-            let delivered = Delivered {
-                partition,
-                offset: *offset,
-                timestamp_ms: 7,
+            let value = record.value.clone().unwrap_or_default();
+            let outcome = if &*record.topic != "dlq" && state.time_out.contains(&value) {
+                Err(record_error(
+                    ErrorCode::TimedOut,
+                    "Local: Message timed out",
+                    true,
+                ))
+            } else {
+                let offset = state.next_offset.entry(partition).or_default();
+                let delivered = Delivered {
+                    partition,
+                    offset: *offset,
+                    timestamp_ms: 7,
+                };
+                *offset += 1;
+                Ok(delivered)
             };
-            *offset += 1;
             state
                 .pending
-                .push((completions.clone(), seq, delivered, record.size));
-            state
-                .accepted
-                .push(record.value.clone().unwrap_or_default());
+                .push((completions.clone(), seq, outcome, record.size));
+            if &*record.topic == "dlq" {
+                state.letters.push(record.clone());
+            }
+            state.accepted.push(value);
             let alive = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
             let bytes = self.alive_bytes.fetch_add(record.size, Ordering::SeqCst) + record.size;
             state.max_alive = state.max_alive.max(alive);
@@ -764,6 +876,7 @@ mod tests {
             max_batch_records: 1_000,
             max_record_bytes: 1_000,
             stall_timeout: Duration::from_secs(60),
+            dead_letter: None,
         }
     }
 
@@ -792,6 +905,7 @@ mod tests {
                     })
                     .collect(),
                 compact_acks: false,
+                skip_dead_letter: false,
             })
             .collect()
     }
@@ -1122,5 +1236,156 @@ mod tests {
         let full = out[1].as_ref().unwrap();
         assert_eq!(full.topic, "", "a batch that did not ask gets full acks");
         assert!(full.results.iter().all(|r| ok_metadata(r).topic == "t"));
+    }
+
+    fn dead_letter_limits(topic: &str, retriable: bool) -> StreamLimits {
+        StreamLimits {
+            dead_letter: Some(DeadLetter {
+                topic: Arc::from(topic),
+                retriable,
+            }),
+            ..limits(100, 100_000)
+        }
+    }
+
+    fn error_of(result: &RecordResult) -> &proto::RecordError {
+        match &result.result {
+            Some(record_result::Result::Error(error)) => error,
+            other => panic!("expected an error result, got {other:?}"),
+        }
+    }
+
+    fn header<'a>(record: &'a OutboundRecord, key: &str) -> Option<&'a [u8]> {
+        record
+            .headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| &h.value[..])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_records_are_parked_in_stream_order_and_say_where() {
+        use super::super::dead_letter::{HEADER_CODE, HEADER_PARTITION, HEADER_TOPIC};
+        for seed in 1..=10u64 {
+            let mut requests = batches(&[6, 3]);
+            // Stream order of the failures: 1 times out in flight (known
+            // last), 2 is invalid, 3 is refused by the producer, 5 is
+            // invalid, 7 times out.
+            requests[0].records[2].topic = "bad topic!".into();
+            requests[0].records[3].topic = "forbidden".into();
+            requests[0].records[5].partition = Some(-2);
+            let kafka = FakeKafka::new(usize::MAX);
+            {
+                let mut state = kafka.state.lock().unwrap();
+                state
+                    .time_out
+                    .push(requests[0].records[1].value.clone().unwrap());
+                state
+                    .time_out
+                    .push(requests[1].records[1].value.clone().unwrap());
+            }
+            let values = values(&requests);
+            let (out, summary) =
+                run_stream(&kafka, dead_letter_limits("dlq", true), requests, seed).await;
+            let results: Vec<&RecordResult> = out
+                .iter()
+                .flat_map(|r| r.as_ref().unwrap().results.iter())
+                .collect();
+            let failed = [1, 2, 3, 5, 7];
+            let letters = kafka.state.lock().unwrap().letters.clone();
+            let parked: Vec<Bytes> = letters.iter().map(|l| l.value.clone().unwrap()).collect();
+            let expected: Vec<Bytes> = failed.iter().map(|&i| values[i].clone()).collect();
+            assert_eq!(parked, expected, "seed {seed}: parked in stream order");
+            for (n, &i) in failed.iter().enumerate() {
+                let error = error_of(results[i]);
+                let at = error.dead_letter.as_ref().unwrap_or_else(|| {
+                    panic!("seed {seed}: record {i} says where it was parked: {error:?}")
+                });
+                assert_eq!(at.topic, "dlq");
+                let code = ErrorCode::try_from(error.code).unwrap();
+                assert_eq!(
+                    header(&letters[n], HEADER_CODE),
+                    Some(code.as_str_name().as_bytes()),
+                    "seed {seed}: record {i}"
+                );
+            }
+            assert_eq!(header(&letters[1], HEADER_TOPIC), Some(&b"bad topic!"[..]));
+            assert_eq!(header(&letters[2], HEADER_TOPIC), Some(&b"forbidden"[..]));
+            assert_eq!(header(&letters[3], HEADER_PARTITION), Some(&b"-2"[..]));
+            assert_eq!(header(&letters[0], HEADER_TOPIC), Some(&b"t"[..]));
+            for i in [0, 4, 6, 8] {
+                ok_metadata(results[i]);
+            }
+            assert_eq!(
+                (
+                    summary.records_ok,
+                    summary.records_failed,
+                    summary.records_dead_lettered
+                ),
+                (4, 5, 5)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_out_records_are_parked_only_when_asked() {
+        let requests = batches(&[3]);
+        let kafka = FakeKafka::new(usize::MAX);
+        kafka
+            .state
+            .lock()
+            .unwrap()
+            .time_out
+            .push(requests[0].records[1].value.clone().unwrap());
+        let (out, summary) =
+            run_stream(&kafka, dead_letter_limits("dlq", false), requests, 3).await;
+        let error = error_of(&out[0].as_ref().unwrap().results[1]);
+        assert_eq!(error.code, ErrorCode::TimedOut as i32);
+        assert!(error.dead_letter.is_none());
+        assert!(kafka.state.lock().unwrap().letters.is_empty());
+        assert_eq!(summary.records_dead_lettered, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_opts_out_is_only_answered() {
+        let mut requests = batches(&[2, 2]);
+        requests[0].skip_dead_letter = true;
+        requests[0].records[0].topic = "bad topic!".into();
+        requests[1].records[0].topic = "bad topic!".into();
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(&kafka, dead_letter_limits("dlq", false), requests, 5).await;
+        let skipped = error_of(&out[0].as_ref().unwrap().results[0]);
+        assert!(skipped.dead_letter.is_none(), "{skipped:?}");
+        let parked = error_of(&out[1].as_ref().unwrap().results[0]);
+        assert!(parked.dead_letter.is_some(), "{parked:?}");
+        assert_eq!(kafka.state.lock().unwrap().letters.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_topic_that_fails_too_is_said_so() {
+        let mut requests = batches(&[2]);
+        requests[0].records[0].topic = "bad topic!".into();
+        let kafka = FakeKafka::new(usize::MAX);
+        // The fake refuses every record to "forbidden".
+        let (out, summary) =
+            run_stream(&kafka, dead_letter_limits("forbidden", false), requests, 7).await;
+        let error = error_of(&out[0].as_ref().unwrap().results[0]);
+        assert_eq!(
+            error.code,
+            ErrorCode::InvalidRecord as i32,
+            "the original failure"
+        );
+        assert!(error.dead_letter.is_none());
+        assert!(
+            error
+                .message
+                .contains("dead-letter topic \"forbidden\" failed too")
+                && error.message.contains("TOPIC_AUTHORIZATION_FAILED"),
+            "{}",
+            error.message
+        );
+        ok_metadata(&out[0].as_ref().unwrap().results[1]);
+        assert_eq!(summary.records_dead_lettered, 0);
+        assert_eq!(summary.records_failed, 1);
     }
 }

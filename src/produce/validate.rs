@@ -42,7 +42,11 @@ pub fn check_topic(name: &str) -> Result<(), String> {
 pub enum DefaultTopic {
     Valid(Arc<str>),
     Missing,
-    Invalid(String),
+    /// The name, and why Kafka would refuse it.
+    Invalid {
+        name: Arc<str>,
+        why: String,
+    },
 }
 
 impl DefaultTopic {
@@ -52,8 +56,36 @@ impl DefaultTopic {
         }
         match check_topic(&name) {
             Ok(()) => DefaultTopic::Valid(Arc::from(name)),
-            Err(why) => DefaultTopic::Invalid(why),
+            Err(why) => DefaultTopic::Invalid {
+                name: Arc::from(name),
+                why,
+            },
         }
+    }
+}
+
+/// A record [`prepare`] refused, as it is, for the dead-letter topic: its
+/// own topic or its batch's default, whether valid or not (empty when it
+/// names none).
+pub fn refused(record: proto::Record, size: usize, default_topic: &DefaultTopic) -> OutboundRecord {
+    let topic = if record.topic.is_empty() {
+        match default_topic {
+            DefaultTopic::Valid(topic) | DefaultTopic::Invalid { name: topic, .. } => topic.clone(),
+            DefaultTopic::Missing => Arc::from(""),
+        }
+    } else {
+        Arc::from(record.topic)
+    };
+    OutboundRecord {
+        topic,
+        key: record.key,
+        value: record.value,
+        headers: record.headers,
+        partition: record.partition,
+        timestamp_ms: record.timestamp_ms,
+        size,
+        trace_headers: None,
+        stamp: None,
     }
 }
 
@@ -70,13 +102,38 @@ pub fn record_size(record: &proto::Record) -> usize {
 }
 
 /// Validates one record of `size` payload bytes ([`record_size`], which the
-/// caller needs for a refused record too) and resolves its topic.
+/// caller needs for a refused record too) and resolves its topic. A refused
+/// record is handed back with its error, for the dead-letter topic.
 pub fn prepare(
     record: proto::Record,
     size: usize,
     default_topic: &DefaultTopic,
     max_record_bytes: usize,
-) -> Result<OutboundRecord, proto::RecordError> {
+) -> Result<OutboundRecord, Box<(proto::RecordError, proto::Record)>> {
+    let topic = match check(&record, size, default_topic, max_record_bytes) {
+        Ok(topic) => topic,
+        Err(error) => return Err(Box::new((error, record))),
+    };
+    Ok(OutboundRecord {
+        topic,
+        key: record.key,
+        value: record.value,
+        headers: record.headers,
+        partition: record.partition,
+        timestamp_ms: record.timestamp_ms,
+        size,
+        trace_headers: None,
+        stamp: None,
+    })
+}
+
+/// The checks of [`prepare`]: the record's topic, or why it is refused.
+fn check(
+    record: &proto::Record,
+    size: usize,
+    default_topic: &DefaultTopic,
+    max_record_bytes: usize,
+) -> Result<Arc<str>, proto::RecordError> {
     let invalid = |message: String| record_error(ErrorCode::InvalidRecord, message, false);
 
     let topic = if record.topic.is_empty() {
@@ -87,7 +144,7 @@ pub fn prepare(
                     "record has no topic and its batch names no default; set Record.topic or ProduceRequest.topic".into(),
                 ));
             }
-            DefaultTopic::Invalid(why) => {
+            DefaultTopic::Invalid { why, .. } => {
                 return Err(invalid(format!(
                     "the batch's default topic is invalid: {why}"
                 )));
@@ -95,7 +152,7 @@ pub fn prepare(
         }
     } else {
         check_topic(&record.topic).map_err(invalid)?;
-        Arc::from(record.topic)
+        Arc::from(record.topic.as_str())
     };
 
     if size > max_record_bytes {
@@ -122,18 +179,7 @@ pub fn prepare(
             "timestamp_ms {timestamp} is negative; use milliseconds since the Unix epoch, or leave it unset"
         )));
     }
-
-    Ok(OutboundRecord {
-        topic,
-        key: record.key,
-        value: record.value,
-        headers: record.headers,
-        partition: record.partition,
-        timestamp_ms: record.timestamp_ms,
-        size,
-        trace_headers: None,
-        stamp: None,
-    })
+    Ok(topic)
 }
 
 #[cfg(test)]
@@ -162,7 +208,12 @@ mod tests {
         max_record_bytes: usize,
     ) -> Result<OutboundRecord, proto::RecordError> {
         let size = record_size(&record);
-        super::prepare(record, size, default_topic, max_record_bytes)
+        let original = record.clone();
+        super::prepare(record, size, default_topic, max_record_bytes).map_err(|refused| {
+            let (error, back) = *refused;
+            assert_eq!(back, original, "a refused record comes back whole");
+            error
+        })
     }
 
     fn message_of(result: Result<OutboundRecord, proto::RecordError>) -> (i32, String) {

@@ -101,6 +101,18 @@ impl<T> Window<T> {
         });
     }
 
+    /// Adds, under [`Window::next_seq`], a record whose outcome is already
+    /// known (refused before librdkafka took it): it leaves in its turn,
+    /// after every record before it.
+    pub fn push_done(&mut self, tag: T, bytes: usize, outcome: DeliveryResult) {
+        self.bytes += bytes;
+        self.slots.push_back(Slot {
+            tag,
+            bytes,
+            outcome: Some(outcome),
+        });
+    }
+
     /// Puts every outcome reported so far in its slot.
     fn file(&mut self) {
         for (seq, outcome) in self.arrived.drain(..) {

@@ -310,6 +310,7 @@ pub fn batch(batch_id: u64, topic: &str, records: Vec<Record>) -> ProduceRequest
         topic: topic.into(),
         records,
         compact_acks: false,
+        skip_dead_letter: false,
     }
 }
 
