@@ -16,6 +16,7 @@ use rdkafka::ClientConfig;
 use crate::auth::SecurityArgs;
 use crate::error::Error;
 use crate::limits::{BATCH_OVERHEAD, Caps};
+use crate::produce::transactions::TxnLimits;
 use crate::produce::{DeadLetter, Limits, StreamLimits};
 
 /// Loopback by default: a gateway on the embedded broker is a development
@@ -71,6 +72,9 @@ pub const DEFAULT_MAX_CONNECTION_AGE_GRACE: &str = "30s";
 /// How long a response may wait for its client to read it: longer than any
 /// pause a live client makes, short enough to free a stuck stream.
 pub const DEFAULT_STALL_TIMEOUT: &str = "60s";
+pub const DEFAULT_MAX_TRANSACTIONAL_STREAMS: usize = 100;
+pub const DEFAULT_TRANSACTIONAL_IDLE_TIMEOUT: &str = "5m";
+pub const DEFAULT_TRANSACTION_CALL_TIMEOUT: &str = "60s";
 
 /// librdkafka's partitioners.
 const PARTITIONERS: &[&str] = &[
@@ -306,6 +310,25 @@ pub struct Config {
     )]
     pub dead_letter_retriable: bool,
 
+    /// Transactional streams open at once. Each holds a Kafka producer of
+    /// its own (librdkafka runs one transaction per producer); one more
+    /// gets RESOURCE_EXHAUSTED naming this option.
+    #[arg(long, env = "KAFKA_GATEWAY_MAX_TRANSACTIONAL_STREAMS", default_value_t = DEFAULT_MAX_TRANSACTIONAL_STREAMS,
+          value_parser = parse_positive)]
+    pub max_transactional_streams: usize,
+
+    /// How long the producer of a transactional id is kept after its
+    /// stream ended, for the next stream with that id.
+    #[arg(long, env = "KAFKA_GATEWAY_TRANSACTIONAL_IDLE_TIMEOUT", default_value = DEFAULT_TRANSACTIONAL_IDLE_TIMEOUT,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub transactional_idle_timeout: Duration,
+
+    /// How long starting a transactional producer, a commit or an abort may
+    /// take before it fails (the transaction is then aborted).
+    #[arg(long, env = "KAFKA_GATEWAY_TRANSACTION_TIMEOUT", default_value = DEFAULT_TRANSACTION_CALL_TIMEOUT,
+          value_parser = parse_duration, value_name = "DURATION")]
+    pub transaction_timeout: Duration,
+
     /// TLS, client certificates, tokens, authorization and quotas.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -389,6 +412,15 @@ impl Config {
                 topic: Arc::from(topic),
                 retriable: self.dead_letter_retriable,
             }),
+        }
+    }
+
+    /// The settings of transactional streams.
+    pub fn txn_limits(&self) -> TxnLimits {
+        TxnLimits {
+            max_streams: self.max_transactional_streams,
+            idle_timeout: self.transactional_idle_timeout,
+            timeout: self.transaction_timeout,
         }
     }
 

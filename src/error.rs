@@ -78,6 +78,29 @@ pub enum StreamError {
          read responses as they arrive"
     )]
     Stalled { timeout: std::time::Duration },
+    /// A newer stream claimed this stream's transactional id.
+    #[error(
+        "fenced by a newer stream with transactional id {id:?}: this stream's open \
+         transaction was aborted; only one stream at a time may use a transactional id"
+    )]
+    Fenced { id: String },
+    /// A transaction holds the stream's whole window and no commit came.
+    #[error(
+        "the open transaction holds {records} records, the stream's limit \
+         (--max-in-flight-records and --max-in-flight-bytes), without a commit: it was \
+         aborted; commit more often (ProduceRequest.commit)"
+    )]
+    TransactionTooLarge { records: usize },
+    /// The transaction fields were misused.
+    #[error("{0}")]
+    TransactionMisuse(String),
+    /// The transactional producer failed for good (fenced by another
+    /// producer with the same id, or a fatal error).
+    #[error(
+        "the transactional producer failed: {0}; the open transaction was aborted; \
+         open a new stream to go on"
+    )]
+    TransactionFailed(String),
 }
 
 impl From<StreamError> for Status {
@@ -91,7 +114,13 @@ impl From<StreamError> for Status {
             StreamError::ShuttingDown | StreamError::ConnectionAgeReached => {
                 Status::unavailable(message)
             }
-            StreamError::Stalled { .. } => Status::resource_exhausted(message),
+            StreamError::Stalled { .. } | StreamError::TransactionTooLarge { .. } => {
+                Status::resource_exhausted(message)
+            }
+            StreamError::Fenced { .. } | StreamError::TransactionFailed(_) => {
+                Status::aborted(message)
+            }
+            StreamError::TransactionMisuse(_) => Status::invalid_argument(message),
         }
     }
 }
@@ -106,6 +135,10 @@ impl StreamError {
             StreamError::ShuttingDown => "shutdown",
             StreamError::ConnectionAgeReached => "connection_age",
             StreamError::Stalled { .. } => "stalled",
+            StreamError::Fenced { .. } => "fenced",
+            StreamError::TransactionTooLarge { .. } => "transaction_too_large",
+            StreamError::TransactionMisuse(_) => "transaction_misuse",
+            StreamError::TransactionFailed(_) => "transaction_failed",
         }
     }
 

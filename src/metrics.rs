@@ -72,6 +72,12 @@ pub struct DeadLetterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `committed` or `aborted`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
     /// librdkafka's broker name, `host:port/node_id`.
     pub broker: String,
@@ -95,6 +101,7 @@ pub struct Metrics {
     producer_replacements: Counter,
     denied: Family<PrincipalLabels, Counter>,
     dead_letters: Family<DeadLetterLabels, Counter>,
+    transactions: Family<OutcomeLabels, Counter>,
     throttled: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     auth_failures: Family<ReasonLabels, Counter>,
     librdkafka: LibrdkafkaMetrics,
@@ -215,6 +222,12 @@ impl Metrics {
              dead-letter write failed too (outcome failed), by their own topic and error code",
             dead_letters.clone(),
         );
+        let transactions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "transactions",
+            "Transactions of transactional streams ended, by outcome (committed or aborted)",
+            transactions.clone(),
+        );
         let throttled = Family::<PrincipalLabels, Counter<f64, AtomicU64>>::default();
         registry.register_with_unit(
             "throttled",
@@ -247,6 +260,7 @@ impl Metrics {
             producer_replacements,
             denied,
             dead_letters,
+            transactions,
             throttled,
             auth_failures,
             librdkafka,
@@ -272,6 +286,13 @@ impl Metrics {
                 code,
                 outcome: if parked { "parked" } else { "failed" },
             })
+            .inc();
+    }
+
+    /// A transaction ended: `committed` or `aborted`.
+    pub fn transaction(&self, outcome: &'static str) {
+        self.transactions
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 
@@ -528,6 +549,7 @@ pub fn code_label(code: i32) -> &'static str {
         ErrorCode::Unavailable => "unavailable",
         ErrorCode::Internal => "internal",
         ErrorCode::UnknownPartition => "unknown_partition",
+        ErrorCode::Aborted => "aborted",
     }
 }
 

@@ -34,6 +34,7 @@ use crate::limits::{Admission, AdmissionLayer};
 use crate::metrics::Metrics;
 use crate::produce::Callers;
 use crate::produce::kafka::KafkaSender;
+use crate::produce::transactions::Transactions;
 use crate::{Config, EmbeddedBroker, Error, Tracing, admin, grpc, proto, shutdown};
 
 /// TCP keepalive on client connections: a backstop below HTTP/2's PINGs.
@@ -128,6 +129,7 @@ pub async fn run(
             security.quotas.clone(),
             security.principal_header.clone(),
         ),
+        Transactions::new(sender.clone(), config.txn_limits()),
     );
     // Reflection describes the gateway's API and health checking, in both
     // protocol versions tools still use.

@@ -166,6 +166,38 @@ impl Tracing {
         }
     }
 
+    /// Starts the span of one transaction of a transactional stream, under
+    /// the caller's context: its batches' spans go under it.
+    pub fn start_transaction(
+        &self,
+        parent: &Context,
+        transactional_id: &str,
+        principal: Option<&str>,
+    ) -> TxnTrace {
+        let span = self.pipeline.as_ref().map(|(_, tracer)| {
+            let mut attributes = vec![
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new(
+                    "kafka_gateway.transactional_id",
+                    transactional_id.to_owned(),
+                ),
+            ];
+            if let Some(principal) = principal {
+                attributes.push(KeyValue::new("enduser.id", principal.to_owned()));
+            }
+            tracer
+                .span_builder(format!("transaction {transactional_id}"))
+                .with_kind(SpanKind::Internal)
+                .with_attributes(attributes)
+                .start_with_context(tracer, parent)
+        });
+        let context = match &span {
+            Some(span) => parent.with_remote_span_context(span.span_context().clone()),
+            None => parent.clone(),
+        };
+        TxnTrace { span, context }
+    }
+
     /// Exports the spans still buffered and stops the exporter, for at most
     /// `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
@@ -288,6 +320,49 @@ pub struct BatchTrace {
     /// Of the failed records, those parked in the dead-letter topic.
     dead_lettered: u32,
     partition: Partition,
+}
+
+/// The trace of one transaction: its span, if recorded, and the context its
+/// batches' spans start under.
+pub struct TxnTrace {
+    span: Option<Span>,
+    pub context: Context,
+}
+
+impl TxnTrace {
+    /// Ends the span: `committed`, or aborted because of `cause`.
+    pub fn finish(mut self, batches: u64, aborted: Option<&str>) {
+        let Some(mut span) = self.span.take() else {
+            return;
+        };
+        span.set_attribute(KeyValue::new(
+            "kafka_gateway.transaction.batch_count",
+            batches as i64,
+        ));
+        span.set_attribute(KeyValue::new(
+            "kafka_gateway.transaction.outcome",
+            if aborted.is_some() {
+                "aborted"
+            } else {
+                "committed"
+            },
+        ));
+        if let Some(cause) = aborted {
+            span.set_status(Status::error(cause.to_owned()));
+        }
+        span.end();
+    }
+}
+
+impl Drop for TxnTrace {
+    /// A transaction whose stream ended without a verdict still ends its
+    /// span.
+    fn drop(&mut self) {
+        if let Some(span) = &mut self.span {
+            span.set_status(Status::error("the stream ended before the transaction did"));
+            span.end();
+        }
+    }
 }
 
 /// The partitions a batch's stored records went to.

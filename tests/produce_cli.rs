@@ -1163,3 +1163,49 @@ async fn tokens_are_sent_as_bearer_and_a_refused_one_exits_77() {
         "nothing stored by the refused runs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_id_commits_every_n_records_and_at_the_end() {
+    // Its own embedded broker: tansu has no transactions.
+    let gateway = start_gateway_embedded(&[]).await;
+    let topic = gateway.topic("cli-txn").await;
+    let input: String = (0..25).map(|i| format!("txn-{i:02}\n")).collect();
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "--topic",
+            &topic,
+            "--batch-records",
+            "5",
+            "--batch-linger-ms",
+            "1000",
+            "--transactional-id",
+            "cli-loader",
+            "--commit-every",
+            "10",
+        ],
+        input,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("25 records: 25 acked, 0 failed"),
+        "{}",
+        run.stderr
+    );
+    let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+    // After records 10 and 20, then the rest at the end of the input.
+    assert_eq!(
+        sample(
+            &metrics,
+            "kafka_gateway_transactions_total{outcome=\"committed\"}"
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    let stored = consume(gateway.bootstrap_servers(), &topic, 25).await;
+    assert_eq!(stored.len(), 25);
+    gateway.stop().await.unwrap();
+}

@@ -373,3 +373,109 @@ async fn spans_go_to_an_https_collector_and_name_the_caller() {
     assert_eq!(int(&span.attributes, "kafka_gateway.batch_id"), 7);
     assert_eq!(string(&span.attributes, "enduser.id"), "checkout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_a_span_with_its_batches_under_it() {
+    let (receiver, endpoint) = start_receiver().await;
+    // Transactions need the embedded broker (tansu has none).
+    let broker = TestKafka::Embedded(Arc::new(
+        kafka_gateway::EmbeddedBroker::start(1, PARTITIONS).unwrap(),
+    ));
+    let topic = broker.topic("traced-txn").await;
+    let mut served = serve(
+        &["--bootstrap-servers", broker.bootstrap_servers()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let txn = |batch_id, commit, records| ProduceRequest {
+        transactional_id: if batch_id == 1 {
+            "traced-tx".into()
+        } else {
+            String::new()
+        },
+        commit,
+        ..batch(batch_id, &topic, records)
+    };
+    let mut bad = record("k", "bad");
+    bad.topic = "not valid!".into();
+    let requests = vec![
+        txn(1, false, vec![record("a", "1")]),
+        txn(2, true, vec![record("b", "2")]),
+        txn(3, true, vec![record("c", "3"), bad]),
+    ];
+    let context = [(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )];
+    let responses = traced_stream(&served.grpc, &context, requests).await;
+    assert_eq!(responses.len(), 3);
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+
+    let spans: Received = receiver.spans.lock().unwrap().clone();
+    let transactions: Vec<&Span> = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.name == "transaction traced-tx")
+        .collect();
+    assert_eq!(
+        transactions.len(),
+        2,
+        "one span per transaction: {spans:#?}"
+    );
+    let mut transactions = transactions;
+    transactions.sort_by_key(|span| span.start_time_unix_nano);
+    let outcomes: Vec<&str> = transactions
+        .iter()
+        .map(|span| string(&span.attributes, "kafka_gateway.transaction.outcome"))
+        .collect();
+    assert_eq!(outcomes, ["committed", "aborted"], "{responses:#?}");
+    for (span, outcome, batches) in [
+        (transactions[0], "committed", 2),
+        (transactions[1], "aborted", 1),
+    ] {
+        assert_eq!(
+            hex(&span.parent_span_id),
+            CLIENT_SPAN,
+            "under the caller's span"
+        );
+        assert_eq!(
+            string(&span.attributes, "kafka_gateway.transaction.outcome"),
+            outcome
+        );
+        assert_eq!(
+            string(&span.attributes, "kafka_gateway.transactional_id"),
+            "traced-tx"
+        );
+        assert_eq!(
+            int(&span.attributes, "kafka_gateway.transaction.batch_count"),
+            batches
+        );
+    }
+    let aborted = transactions[1].status.clone().unwrap_or_default();
+    assert_eq!(aborted.code, status::StatusCode::Error as i32);
+    assert!(
+        aborted.message.contains("record 1 of batch 3 failed"),
+        "{aborted:?}"
+    );
+    for (batch_id, parent) in [
+        (1, transactions[0]),
+        (2, transactions[0]),
+        (3, transactions[1]),
+    ] {
+        let batch = spans
+            .iter()
+            .map(|(_, span)| span)
+            .find(|span| {
+                span.name.starts_with("send")
+                    && int(&span.attributes, "kafka_gateway.batch_id") == batch_id
+            })
+            .unwrap_or_else(|| panic!("batch {batch_id}'s span"));
+        assert_eq!(
+            batch.parent_span_id, parent.span_id,
+            "batch {batch_id} is under its transaction"
+        );
+    }
+}

@@ -254,6 +254,8 @@ async fn run_stream(
                     records,
                     compact_acks: true,
                     skip_dead_letter: false,
+                    transactional_id: String::new(),
+                    commit: false,
                 };
                 if tx.send(request).await.is_err() {
                     return;

@@ -303,6 +303,8 @@ async fn gateway(run: Run, config: Config) -> Result<Measured, String> {
         }],
         compact_acks: false,
         skip_dead_letter: false,
+        transactional_id: String::new(),
+        commit: false,
     };
     let response = client(0)
         .produce_batch(warmup)

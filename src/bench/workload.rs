@@ -215,6 +215,8 @@ pub fn request(stream: u32, slot: &Slot, topic: &str, value: &Bytes) -> ProduceR
         // The acks need not repeat the topic: the fast path clients use.
         compact_acks: true,
         skip_dead_letter: false,
+        transactional_id: String::new(),
+        commit: false,
     }
 }
 

@@ -200,6 +200,20 @@ pub struct ProduceArgs {
     #[arg(long, env = "KAFKA_GATEWAY_COMPRESS", value_enum, default_value_t = Compress::None)]
     pub compress: Compress,
 
+    /// Write in Kafka transactions, with this transactional id: the records
+    /// of a transaction are acked only once it is committed, and none of
+    /// them is visible to read_committed consumers if it aborts (each then
+    /// fails with ERROR_CODE_ABORTED). The end of the input commits what is
+    /// open. A transaction is also committed when --max-in-flight-batches
+    /// batches wait for it, since their acks come only after the commit.
+    #[arg(long, env = "KAFKA_GATEWAY_TRANSACTIONAL_ID", value_name = "ID")]
+    pub transactional_id: Option<String>,
+
+    /// With --transactional-id: commit every N records (at a batch's end).
+    #[arg(long, env = "KAFKA_GATEWAY_COMMIT_EVERY", value_name = "N",
+          requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_every: Option<u64>,
+
     /// How long connecting to the gateway may take.
     #[arg(long, env = "KAFKA_GATEWAY_CONNECT_TIMEOUT", default_value = DEFAULT_CONNECT_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
@@ -304,6 +318,8 @@ impl ProduceArgs {
             max_bytes: self.batch_bytes,
             linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: usize::try_from(self.max_in_flight_batches).unwrap_or(1),
+            transactional_id: self.transactional_id.clone(),
+            commit_every: self.commit_every,
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::proto::record_result::Result as Outcome;
 use crate::proto::{ProduceRequest, ProduceResponse, Record};
 
 /// How records are gathered into batches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Batching {
     /// Lines in one batch (records and malformed lines).
     pub max_records: usize,
@@ -44,6 +44,11 @@ pub struct Batching {
     pub linger: Duration,
     /// Batches sent and not yet answered.
     pub max_in_flight: usize,
+    /// Makes the stream transactional, with this id.
+    pub transactional_id: Option<String>,
+    /// In a transactional stream, commit once this many records were sent
+    /// since the last commit (and at the end of the input).
+    pub commit_every: Option<u64>,
 }
 
 /// One input line of a batch.
@@ -205,6 +210,7 @@ where
         bytes: 0,
         deadline: None,
         last_batch_id: 0,
+        uncommitted: (0, 0),
     };
     let feeder = tokio::spawn(feeder.run(interrupt));
 
@@ -368,6 +374,9 @@ struct Feeder<R> {
     /// When the batch being gathered must go, however small.
     deadline: Option<Instant>,
     last_batch_id: u64,
+    /// In a transactional stream: batches and records sent since the last
+    /// commit.
+    uncommitted: (usize, u64),
 }
 
 impl<R: AsyncBufRead + Unpin> Feeder<R> {
@@ -468,6 +477,28 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
         Ok(())
     }
 
+    /// Whether the batch of `records` records about to go commits the
+    /// transaction: once `--commit-every` records were sent since the last
+    /// commit, or when this batch takes the last in-flight slot (the acks
+    /// of a transaction come only after its commit, so waiting for a slot
+    /// would wait forever). The end of the input commits the rest.
+    fn commit_due(&mut self, records: usize) -> bool {
+        if self.batching.transactional_id.is_none() {
+            return false;
+        }
+        self.uncommitted.0 += 1;
+        self.uncommitted.1 += records as u64;
+        let due = self
+            .batching
+            .commit_every
+            .is_some_and(|every| self.uncommitted.1 >= every)
+            || self.uncommitted.0 >= self.batching.max_in_flight;
+        if due {
+            self.uncommitted = (0, 0);
+        }
+        due
+    }
+
     /// Sends the batch being gathered, once a slot is free.
     async fn flush(&mut self) -> Result<(), Broken> {
         if self.entries.is_empty() {
@@ -497,6 +528,7 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             return Err(Broken);
         }
         if let Some(batch_id) = batch_id {
+            let commit = self.commit_due(records.len());
             let request = ProduceRequest {
                 batch_id,
                 topic: self.topic.clone(),
@@ -504,6 +536,11 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
                 // The acks name the topic once per batch, not per record.
                 compact_acks: true,
                 skip_dead_letter: false,
+                transactional_id: match (&self.batching.transactional_id, batch_id) {
+                    (Some(id), 1) => id.clone(),
+                    _ => String::new(),
+                },
+                commit,
             };
             tokio::select! {
                 biased;

@@ -7,12 +7,14 @@ pub mod listener;
 
 use std::sync::Arc;
 
+use tokio_stream::StreamExt;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::StreamError;
 use crate::limits::Reservations;
 use crate::metrics::Metrics;
+use crate::produce::transactions::Transactions;
 use crate::produce::{
     self, Callers, Observers, ResponseStream, Stop, StreamLimits, Summary, kafka::KafkaSender,
 };
@@ -41,9 +43,12 @@ pub struct ProducerService {
     tracing: Arc<Tracing>,
     /// What each caller is held to: policy, quotas, principal header.
     callers: Callers,
+    /// The producers of transactional streams.
+    transactions: Arc<Transactions>,
 }
 
 impl ProducerService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sender: Arc<KafkaSender>,
         limits: StreamLimits,
@@ -52,6 +57,7 @@ impl ProducerService {
         metrics: Arc<Metrics>,
         tracing: Arc<Tracing>,
         callers: Callers,
+        transactions: Arc<Transactions>,
     ) -> Self {
         Self {
             sender,
@@ -61,6 +67,7 @@ impl ProducerService {
             metrics,
             tracing,
             callers,
+            transactions,
         }
     }
 
@@ -115,18 +122,75 @@ impl ProducerService {
             tracing: self.tracing.clone(),
             parent: self.tracing.extract(metadata),
         };
+        let (callers, transactions) = (self.callers.clone(), self.transactions.clone());
+        let mut shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
-            let summary = produce::drive(
-                &*sender,
-                &limits,
-                inbound,
-                reservations,
-                responder,
-                stop,
-                caller,
-                &observers,
-            )
-            .await;
+            // The first request says whether the stream is transactional.
+            let mut inbound = inbound;
+            let first = tokio::select! {
+                first = inbound.next() => first,
+                () = shutdown.requested() => {
+                    responder.end(Some(StreamError::ShuttingDown.into()));
+                    return;
+                }
+            };
+            let id = match &first {
+                Some(Ok(request)) if !request.transactional_id.is_empty() => {
+                    Some(request.transactional_id.clone())
+                }
+                _ => None,
+            };
+            let inbound = tokio_stream::iter(first).chain(inbound);
+            let summary = match id {
+                None => {
+                    produce::drive(
+                        &*sender,
+                        &limits,
+                        inbound,
+                        reservations,
+                        responder,
+                        stop,
+                        caller,
+                        &observers,
+                    )
+                    .await
+                }
+                Some(id) => {
+                    if !callers.allows_transactional_id(caller.principal.as_ref(), &id) {
+                        let who = principal
+                            .as_deref()
+                            .map_or("an anonymous caller".to_owned(), |p| {
+                                format!("principal {p:?}")
+                            });
+                        responder.end(Some(Status::permission_denied(format!(
+                            "{who} may not use transactional id {id:?}: the gateway's \
+                             --authz-policy grants it no such transactional_ids"
+                        ))));
+                        return;
+                    }
+                    let claim = match transactions.claim(&id).await {
+                        Ok(claim) => claim,
+                        Err(status) => {
+                            responder.end(Some(status));
+                            return;
+                        }
+                    };
+                    let stop = stop.with_fence(claim.fenced.clone());
+                    let summary = produce::drive(
+                        &*claim.sender,
+                        &limits,
+                        inbound,
+                        reservations,
+                        responder,
+                        stop,
+                        caller,
+                        &observers,
+                    )
+                    .await;
+                    drop(claim);
+                    summary
+                }
+            };
             log_summary(kind, principal.as_deref(), &summary);
         });
         Ok(responses)

@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use crate::limits::Reservation;
 use crate::metrics::{self, Metrics, RecordLabels};
-use crate::proto::{ProduceResponse, RecordError, RecordResult};
+use crate::proto::{ErrorCode, ProduceResponse, RecordError, RecordResult, record_result};
 
-use super::{Delivered, OutboundRecord, ok_result};
+use super::{Delivered, OutboundRecord, error_result, ok_result};
 use crate::telemetry::BatchTrace;
 
 /// Identifies one record of a stream.
@@ -49,6 +49,9 @@ pub(super) struct Batches {
     held_records: usize,
     /// Payload bytes of the records of the batches in `queue`.
     held_bytes: usize,
+    /// On a transactional stream: batches below this sequence number may be
+    /// answered (their transaction ended). `None`: any finished batch may.
+    released: Option<u64>,
 }
 
 struct PendingBatch {
@@ -197,6 +200,99 @@ impl Batches {
     /// Whether the front batch has every result and can be answered.
     pub fn front_is_ready(&self) -> bool {
         self.queue.front().is_some_and(|b| b.outstanding == 0)
+            && self
+                .released
+                .is_none_or(|released| self.front_seq < released)
+    }
+
+    /// Holds every batch's response until [`Batches::release_through`]: for
+    /// a transactional stream, whose acks wait for the commit.
+    pub fn hold_until_released(&mut self) {
+        self.released = Some(self.front_seq);
+    }
+
+    /// The sequence number the next batch opened gets.
+    pub fn next_seq(&self) -> u64 {
+        self.front_seq + self.queue.len() as u64
+    }
+
+    /// The sequence number of the last batch opened, if any is unanswered.
+    pub fn last_seq(&self) -> Option<u64> {
+        (!self.queue.is_empty()).then(|| self.front_seq + self.queue.len() as u64 - 1)
+    }
+
+    /// Whether a batch opened is held back, not yet released.
+    pub fn has_unreleased(&self) -> bool {
+        match (self.released, self.last_seq()) {
+            (Some(released), Some(last)) => last >= released,
+            _ => false,
+        }
+    }
+
+    /// The first batch not yet released.
+    pub fn first_unreleased(&self) -> u64 {
+        self.released.unwrap_or(self.front_seq).max(self.front_seq)
+    }
+
+    /// Lets the responses of the batches up to `seq` go: their transaction
+    /// was committed (or aborted and marked).
+    pub fn release_through(&mut self, seq: u64) {
+        self.released = Some(seq + 1);
+    }
+
+    /// The first failed record of the unreleased batches up to `seq`:
+    /// (its batch id, its index, its error).
+    pub fn first_failure_through(&self, seq: u64) -> Option<(u64, usize, RecordError)> {
+        let from = self.first_unreleased();
+        self.queue
+            .iter()
+            .skip((from - self.front_seq) as usize)
+            .take((seq + 1).saturating_sub(from) as usize)
+            .find_map(|batch| {
+                batch
+                    .results
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, result)| match &result.result {
+                        Some(record_result::Result::Error(error)) => {
+                            Some((batch.batch_id, index, error.clone()))
+                        }
+                        _ => None,
+                    })
+            })
+    }
+
+    /// Marks every record of the unreleased batches up to `seq` as aborted
+    /// with `error`, but those that failed for a reason of their own (the
+    /// record, its topic or partition, its caller), and releases them. The
+    /// caller makes sure none of them is in librdkafka any more.
+    pub fn abort_through(&mut self, seq: u64, error: &RecordError, metrics: &Metrics) {
+        let from = self.first_unreleased();
+        let skip = (from - self.front_seq) as usize;
+        let take = (seq + 1).saturating_sub(from) as usize;
+        for batch in self.queue.iter_mut().skip(skip).take(take) {
+            for result in &mut batch.results {
+                let own = match &result.result {
+                    Some(record_result::Result::Error(failure)) => matches!(
+                        ErrorCode::try_from(failure.code),
+                        Ok(ErrorCode::InvalidRecord
+                            | ErrorCode::RecordTooLarge
+                            | ErrorCode::UnknownTopic
+                            | ErrorCode::UnknownPartition
+                            | ErrorCode::NotAuthorized)
+                    ),
+                    _ => false,
+                };
+                if !own {
+                    *result = error_result(error.clone());
+                }
+            }
+            if batch.outstanding > 0 {
+                batch.outstanding = 0;
+                batch.finish(metrics);
+            }
+        }
+        self.release_through(seq);
     }
 
     /// The front batch's response, once all its records are resolved; what

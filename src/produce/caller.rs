@@ -54,6 +54,12 @@ impl Callers {
         )
     }
 
+    /// Whether `principal` may use the transactional id `id`: always without
+    /// a policy; with one, when a grant lists it in `transactional_ids`.
+    pub fn allows_transactional_id(&self, principal: Option<&Principal>, id: &str) -> bool {
+        self.policy.allows_transactional_id(principal, id)
+    }
+
     /// The caller of a stream authenticated as `principal`.
     pub fn caller(&self, principal: Option<Principal>) -> Caller {
         Caller::new(

@@ -81,6 +81,8 @@ impl DeadLetter {
             | ErrorCode::UnknownPartition
             | ErrorCode::NotAuthorized => true,
             ErrorCode::TimedOut => self.retriable || !error.retriable,
+            // A transaction's fate, not the record's.
+            ErrorCode::Aborted => false,
             ErrorCode::Unspecified | ErrorCode::Unavailable | ErrorCode::Internal => {
                 !error.retriable
             }

@@ -44,7 +44,7 @@ use crate::proto::{self, ErrorCode};
 use crate::telemetry::TRACEPARENT;
 
 use super::classify::{self, fatal_record_error, record_error_from_kafka};
-use super::{Completions, Delivered, OutboundRecord, Sender, TrySendError};
+use super::{Completions, Delivered, OutboundRecord, Sender, TrySendError, TxnError};
 
 /// A producer that failed fatally this many times within
 /// [`FAILING_WINDOW`] is considered broken: `/healthz` fails so that the
@@ -267,6 +267,40 @@ impl KafkaSender {
         }
     }
 
+    /// A producer of its own for the transactional id `id`, its
+    /// transactions initialized: any transaction a previous producer with
+    /// this id left open (a gateway that crashed, an older stream) is
+    /// aborted, and that producer fenced. Blocks for up to `timeout`.
+    pub fn transactional(
+        self: &Arc<Self>,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<TxnSender, TxnError> {
+        let mut config = self.config.clone();
+        config
+            .set("transactional.id", id)
+            // The process-wide librdkafka metrics are the shared producer's.
+            .set("statistics.interval.ms", "0");
+        let state = Arc::new(GenerationState::default());
+        let producer: ThreadedProducer<GatewayContext> = config
+            .create_with_context(GatewayContext {
+                metrics: self.metrics.clone(),
+                check: Arc::new(Notify::new()),
+                state: state.clone(),
+            })
+            .map_err(|err| txn_error(&err))?;
+        producer
+            .init_transactions(timeout)
+            .map_err(|err| txn_error(&err))?;
+        Ok(TxnSender {
+            id: id.to_owned(),
+            producer: Arc::new(producer),
+            state,
+            main: self.clone(),
+            timeout,
+        })
+    }
+
     /// Records in librdkafka's queues or in flight to the brokers.
     pub fn in_flight_count(&self) -> i32 {
         self.current.load().producer.in_flight_count()
@@ -300,63 +334,22 @@ impl Sender for KafkaSender {
         completions: &Arc<Completions>,
         seq: u64,
     ) -> Result<(), TrySendError> {
-        // The client's headers (but one named as the principal header,
-        // which it may not forge), then the principal's, then the batch's
-        // trace context, unless the client set its own on the record.
-        let stamp = record.stamp.as_deref();
-        let trace = record
-            .trace_headers
-            .as_deref()
-            .filter(|_| !record.headers.iter().any(|h| h.key == TRACEPARENT))
-            .map_or(&[][..], Vec::as_slice);
-        let count = record.headers.len() + usize::from(stamp.is_some()) + trace.len();
-        let headers = (count > 0).then(|| {
-            let client = record
-                .headers
-                .iter()
-                .filter(|h| stamp.is_none_or(|(name, _)| h.key != *name))
-                .map(|h| (h.key.as_str(), &h.value[..]));
-            let stamp = stamp.map(|(name, value)| (name.as_str(), &value[..]));
-            let trace = trace.iter().map(|(k, v)| (k.as_str(), &v[..]));
-            client.chain(stamp).chain(trace).fold(
-                OwnedHeaders::new_with_capacity(count),
-                |headers, (key, value)| {
-                    headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    })
-                },
-            )
-        });
         let generation = self.current.load();
         if generation.state.fatal.get().is_some() {
             // Being replaced: wait, as for a full queue.
             return Err(TrySendError::QueueFull);
         }
-        let token = Box::new(Token {
-            completions: completions.clone(),
-            seq,
-        });
-        let base = BaseRecord {
-            topic: &record.topic,
-            partition: record.partition,
-            payload: record.value.as_deref(),
-            key: record.key.as_deref(),
-            timestamp: record.timestamp_ms,
-            headers,
-            delivery_opaque: token,
-        };
-        match generation.producer.send::<[u8], [u8]>(base) {
+        match enqueue(&generation.producer, record, completions, seq) {
             Ok(()) => Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                 Err(TrySendError::QueueFull)
             }
-            Err((err, _)) if err.rdkafka_error_code().is_some_and(classify::is_fatal) => {
+            Err(err) if err.rdkafka_error_code().is_some_and(classify::is_fatal) => {
                 // The producer died: wait for its replacement.
                 self.check.notify_one();
                 Err(TrySendError::QueueFull)
             }
-            Err((err, _)) => Err(TrySendError::Rejected(kafka_record_error(
+            Err(err) => Err(TrySendError::Rejected(kafka_record_error(
                 &err,
                 &record.topic,
                 record.partition.unwrap_or(-1),
@@ -389,6 +382,189 @@ impl Sender for KafkaSender {
             .insert(topic.to_owned());
         Ok(())
     }
+}
+
+/// The producer of one transactional id: records go in its transactions.
+/// librdkafka runs one transaction at a time per producer, so each
+/// transactional stream has one of its own.
+pub struct TxnSender {
+    id: String,
+    producer: Arc<ThreadedProducer<GatewayContext>>,
+    state: Arc<GenerationState>,
+    /// The shared producer's sender, which makes sure of topics.
+    main: Arc<KafkaSender>,
+    /// How long a commit or an abort may take.
+    timeout: Duration,
+}
+
+impl TxnSender {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The producer failed for good (fenced, or a fatal error): it cannot
+    /// run another transaction.
+    pub fn is_dead(&self) -> bool {
+        self.producer.client().fatal_error().is_some()
+            || self.state.broken.get().is_some()
+            || self.state.fatal.get().is_some()
+    }
+
+    /// Ends the producer, off the runtime (its destruction waits for its
+    /// threads).
+    pub fn close(self: Arc<Self>) {
+        tokio::task::spawn_blocking(move || drop(self));
+    }
+}
+
+impl Sender for TxnSender {
+    fn try_send(
+        &self,
+        record: &OutboundRecord,
+        completions: &Arc<Completions>,
+        seq: u64,
+    ) -> Result<(), TrySendError> {
+        match enqueue(&self.producer, record, completions, seq) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                Err(TrySendError::QueueFull)
+            }
+            Err(err) => Err(TrySendError::Rejected(kafka_record_error(
+                &err,
+                &record.topic,
+                record.partition.unwrap_or(-1),
+            ))),
+        }
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> Result<(), proto::RecordError> {
+        self.main.ensure_topic(topic).await
+    }
+
+    fn transactional_id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+
+    fn begin(&self) -> Result<(), TxnError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|err| txn_error(&err))
+    }
+
+    async fn commit(&self) -> Result<(), TxnError> {
+        let (producer, timeout) = (self.producer.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            let Err(err) = producer.commit_transaction(timeout) else {
+                return Ok(());
+            };
+            let mut error = txn_error(&err);
+            if !error.fatal {
+                // Not committed: abort, so that the producer can run the
+                // next transaction. If even that fails, it cannot.
+                if let Err(abort) = producer.abort_transaction(timeout) {
+                    error.message = format!(
+                        "{}; aborting it failed too: {}",
+                        error.message,
+                        txn_error(&abort).message
+                    );
+                    error.fatal = true;
+                }
+            }
+            Err(error)
+        })
+        .await
+        .unwrap_or_else(|err| Err(txn_panicked(&err)))
+    }
+
+    async fn abort(&self) -> Result<(), TxnError> {
+        let (producer, timeout) = (self.producer.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            producer.abort_transaction(timeout).map_err(|err| {
+                let mut error = txn_error(&err);
+                // A producer that cannot abort cannot go on.
+                error.fatal = true;
+                error
+            })
+        })
+        .await
+        .unwrap_or_else(|err| Err(txn_panicked(&err)))
+    }
+}
+
+/// A transaction call's error from librdkafka's.
+fn txn_error(err: &KafkaError) -> TxnError {
+    match err {
+        KafkaError::Transaction(err) => TxnError {
+            message: format!("{} ({})", err.string(), err.name()),
+            retriable: err.is_retriable() || err.txn_requires_abort() || err.is_fatal(),
+            fatal: err.is_fatal(),
+        },
+        other => TxnError {
+            message: other.to_string(),
+            retriable: true,
+            fatal: other.rdkafka_error_code().is_some_and(classify::is_fatal),
+        },
+    }
+}
+
+fn txn_panicked(err: &tokio::task::JoinError) -> TxnError {
+    TxnError {
+        message: format!("the transaction call failed: {err}"),
+        retriable: true,
+        fatal: true,
+    }
+}
+
+/// Puts `record` in `producer`'s queue (librdkafka copies it), with where
+/// its outcome goes.
+fn enqueue(
+    producer: &ThreadedProducer<GatewayContext>,
+    record: &OutboundRecord,
+    completions: &Arc<Completions>,
+    seq: u64,
+) -> Result<(), KafkaError> {
+    // The client's headers (but one named as the principal header, which it
+    // may not forge), then the principal's, then the batch's trace context,
+    // unless the client set its own on the record.
+    let stamp = record.stamp.as_deref();
+    let trace = record
+        .trace_headers
+        .as_deref()
+        .filter(|_| !record.headers.iter().any(|h| h.key == TRACEPARENT))
+        .map_or(&[][..], Vec::as_slice);
+    let count = record.headers.len() + usize::from(stamp.is_some()) + trace.len();
+    let headers = (count > 0).then(|| {
+        let client = record
+            .headers
+            .iter()
+            .filter(|h| stamp.is_none_or(|(name, _)| h.key != *name))
+            .map(|h| (h.key.as_str(), &h.value[..]));
+        let stamp = stamp.map(|(name, value)| (name.as_str(), &value[..]));
+        let trace = trace.iter().map(|(k, v)| (k.as_str(), &v[..]));
+        client.chain(stamp).chain(trace).fold(
+            OwnedHeaders::new_with_capacity(count),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
+    });
+    let token = Box::new(Token {
+        completions: completions.clone(),
+        seq,
+    });
+    let base = BaseRecord {
+        topic: &record.topic,
+        partition: record.partition,
+        payload: record.value.as_deref(),
+        key: record.key.as_deref(),
+        timestamp: record.timestamp_ms,
+        headers,
+        delivery_opaque: token,
+    };
+    producer.send::<[u8], [u8]>(base).map_err(|(err, _)| err)
 }
 
 /// What librdkafka carries with each record and hands back to the delivery

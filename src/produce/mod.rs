@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
+pub mod transactions;
 pub mod validate;
 pub mod window;
 
@@ -109,6 +110,53 @@ pub trait Sender: Send + Sync + 'static {
         &self,
         topic: &str,
     ) -> impl Future<Output = Result<(), proto::RecordError>> + Send;
+
+    /// The transactional id, when records go through Kafka transactions:
+    /// [`Sender::begin`] before the first record of each, then
+    /// [`Sender::commit`] or [`Sender::abort`] once its records are all
+    /// delivered or failed.
+    fn transactional_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Opens a transaction: records taken from now on belong to it.
+    fn begin(&self) -> Result<(), TxnError> {
+        Err(TxnError::not_transactional())
+    }
+
+    /// Commits the open transaction. When the commit fails, the
+    /// transaction is aborted (if the producer can still do so) and the
+    /// error says why.
+    fn commit(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
+        async { Err(TxnError::not_transactional()) }
+    }
+
+    /// Aborts the open transaction: records not yet delivered are purged
+    /// (each reported as failed).
+    fn abort(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
+        async { Err(TxnError::not_transactional()) }
+    }
+}
+
+/// Why a transaction could not be begun, committed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnError {
+    pub message: String,
+    /// Sending the whole transaction again can succeed.
+    pub retriable: bool,
+    /// The producer cannot go on (fenced by a newer one with the same
+    /// transactional id, or failed): the stream ends.
+    pub fatal: bool,
+}
+
+impl TxnError {
+    fn not_transactional() -> Self {
+        Self {
+            message: "not a transactional producer".into(),
+            retriable: false,
+            fatal: true,
+        }
+    }
 }
 
 /// The ack of a stored record.

@@ -20,6 +20,8 @@
 //! and HTTP/2 flow control holds the client back.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,20 +30,21 @@ use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::error::StreamError;
+use crate::error::{StreamError, record_error};
 use crate::limits::{BATCH_OVERHEAD, Reservations};
 use crate::metrics::Metrics;
-use crate::proto::{ProduceRequest, RecordError};
+use crate::proto::{ErrorCode, ProduceRequest, RecordError};
 use crate::shutdown;
-use crate::telemetry::Tracing;
+use crate::telemetry::{Tracing, TxnTrace};
 
 use super::batches::{Batches, Tag};
 use super::caller::Caller;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::respond::{Blocked, Responder};
+use super::transactions::Fence;
 use super::validate::{self, DefaultTopic};
 use super::window::{Limits, Window};
-use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result};
+use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, TxnError, error_result};
 
 /// How long to wait before retrying a record that met `QueueFull` while this
 /// stream had nothing in flight (other streams filled the shared queue, so
@@ -122,11 +125,13 @@ impl Observers {
 }
 
 /// What can stop a stream's reading before its client is done: the
-/// gateway's shutdown, or its connection reaching `--max-connection-age`.
+/// gateway's shutdown, its connection reaching `--max-connection-age`, or,
+/// for a transactional stream, a newer stream claiming its transactional id.
 #[derive(Clone)]
 pub struct Stop {
     shutdown: shutdown::Signal,
     connection_age: Option<Instant>,
+    fence: Option<Fence>,
 }
 
 impl Stop {
@@ -134,6 +139,16 @@ impl Stop {
         Self {
             shutdown,
             connection_age,
+            fence: None,
+        }
+    }
+
+    /// Also stops when `fence` says a newer stream claimed the stream's
+    /// transactional id.
+    pub fn with_fence(self, fence: Fence) -> Self {
+        Self {
+            fence: Some(fence),
+            ..self
         }
     }
 
@@ -150,9 +165,16 @@ impl Stop {
                 None => std::future::pending().await,
             }
         };
+        let fenced = async {
+            match &mut self.fence {
+                Some(fence) => fence.fenced().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = self.shutdown.requested() => StreamError::ShuttingDown,
             () = age => StreamError::ConnectionAgeReached,
+            id = fenced => StreamError::Fenced { id },
         }
     }
 }
@@ -242,8 +264,16 @@ where
     };
     tokio::pin!(stop);
     let mut gone = Box::pin(responder.closed());
-    // Where this stream's failed records are parked, if anywhere.
-    let mut dead = limits.dead_letter.clone().map(|config| {
+    // A transactional stream's transactions; responses wait for them.
+    let transactional = sender.transactional_id().is_some();
+    let mut txn = TxnState::default();
+    if transactional {
+        batches.hold_until_released();
+    }
+    // Where this stream's failed records are parked, if anywhere (never for
+    // a transactional stream: its records are all or nothing).
+    let dead_letter = limits.dead_letter.clone().filter(|_| !transactional);
+    let mut dead = dead_letter.map(|config| {
         DeadLetters::new(
             config,
             caller.principal.as_ref().map(|p| p.name()),
@@ -258,13 +288,42 @@ where
             summary.records_abandoned += pending.len() as u64;
             pending.clear();
         }
+        if transactional {
+            let stream = StreamState {
+                batches: &mut batches,
+                pending: &mut pending,
+                summary: &mut summary,
+                transactional_id: None,
+            };
+            txn.step(sender, &mut intake, stream, window.is_empty(), metrics);
+        }
         while paused_until.is_none()
-            && pending
-                .front()
-                .is_some_and(|(_, record)| window.has_room(record.size))
+            && pending.front().is_some_and(|(tag, record)| {
+                window.has_room(record.size) && (!transactional || txn.may_send(tag.seq))
+            })
         {
             let (mut tag, record) = pending.pop_front().expect("checked above");
             let size = record.size;
+            if transactional && !txn.open {
+                if let Err(error) = sender.begin() {
+                    // The transaction fails with this record.
+                    summary.records_failed += 1;
+                    txn.refused(tag.seq);
+                    let record_error = aborted(
+                        format!("cannot begin a transaction: {}", error.message),
+                        error.retriable,
+                    );
+                    batches.resolve(&tag, error_result(record_error), metrics);
+                    if error.fatal && intake.is_open() {
+                        intake = Intake::Stopped {
+                            error: StreamError::TransactionFailed(error.message),
+                            since: Instant::now(),
+                        };
+                    }
+                    continue;
+                }
+                txn.open = true;
+            }
             if let Some(error) = tag.failed.take() {
                 // Refused, and kept for the dead-letter topic: it takes its
                 // turn in the window, so that it is parked in stream order.
@@ -294,6 +353,9 @@ where
                         window.push_done(tag, size, Err(error));
                     } else {
                         summary.records_failed += 1;
+                        if transactional {
+                            txn.refused(tag.seq);
+                        }
                         batches.resolve(&tag, error_result(error), metrics);
                     }
                 }
@@ -301,6 +363,15 @@ where
         }
         if let Some(dead) = &mut dead {
             queue_full |= dead.hand_over(sender, &mut batches, &mut summary, metrics);
+        }
+        if transactional {
+            let stream = StreamState {
+                batches: &mut batches,
+                pending: &mut pending,
+                summary: &mut summary,
+                transactional_id: None,
+            };
+            txn.step(sender, &mut intake, stream, window.is_empty(), metrics);
         }
         if pending.is_empty() && pending.capacity() > PENDING_KEPT {
             // A whole batch's records (some 200 bytes each) no longer wait:
@@ -333,7 +404,8 @@ where
             }
         }
 
-        let parked = dead.as_ref().is_none_or(DeadLetters::is_idle);
+        let parked = dead.as_ref().is_none_or(DeadLetters::is_idle)
+            && (!transactional || (txn.is_idle() && !batches.has_unreleased()));
         let done = match intake {
             Intake::Open => false,
             // Nobody to answer: done once nothing of ours is in librdkafka.
@@ -349,6 +421,25 @@ where
         // 3. Wait for something to happen.
         let blocked = blocked_since.filter(|_| !intake.is_abandoned());
         let stall_at = blocked.map(|since| intake.stall_deadline(since, limits));
+        let held_full = batches.held_records() >= limits.window.max_records
+            || batches.held_bytes() >= limits.window.max_bytes;
+        if transactional
+            && intake.is_open()
+            && held_full
+            && txn.is_idle()
+            && window.is_empty()
+            && pending.is_empty()
+        {
+            // The open transaction fills the stream's bounds and no commit
+            // came: reading on would wait forever.
+            intake = Intake::Stopped {
+                error: StreamError::TransactionTooLarge {
+                    records: batches.held_records(),
+                },
+                since: Instant::now(),
+            };
+            continue;
+        }
         let can_read = intake.is_open()
             && paused_until.is_none()
             && pending.is_empty()
@@ -370,6 +461,10 @@ where
             () = async {
                 dead.as_mut().expect("checked").settle_next(&mut batches, &mut summary, metrics).await;
             }, if dead.as_ref().is_some_and(DeadLetters::in_flight) => {}
+            result = async { txn.call.as_mut().expect("checked").await }, if txn.call.is_some() => {
+                txn.call = None;
+                txn.result = Some(result);
+            }
             // An async block, so the timer is only built (and the clock
             // read) when this branch is enabled, not on every turn.
             () = async { tokio::time::sleep(QUEUE_FULL_RETRY).await },
@@ -409,9 +504,36 @@ where
                         // Reserved at the worst case; now the size is known.
                         reservation.shrink_to(request.encoded_len() + BATCH_OVERHEAD);
                     }
-                    let stream = StreamState { batches: &mut batches, pending: &mut pending, summary: &mut summary };
-                    match accept(sender, limits, observers, &mut caller, request, reservation, stream).await {
+                    let commit = request.commit;
+                    let failed_before = summary.records_failed;
+                    // A transaction's batches' spans go under its span.
+                    let in_transaction;
+                    let batch_observers = match sender.transactional_id() {
+                        Some(id) => {
+                            let principal = caller.principal.as_ref().map(|p| p.name());
+                            let trace = txn.trace_for(batches.next_seq(), || {
+                                observers.tracing.start_transaction(&observers.parent, id, principal)
+                            });
+                            in_transaction = Observers { parent: trace.context.clone(), ..observers.clone() };
+                            &in_transaction
+                        }
+                        None => observers,
+                    };
+                    let stream = StreamState {
+                        batches: &mut batches,
+                        pending: &mut pending,
+                        summary: &mut summary,
+                        transactional_id: sender.transactional_id(),
+                    };
+                    match accept(sender, limits, batch_observers, &mut caller, request, reservation, stream).await {
                         Ok((records, bytes)) => {
+                            if transactional && summary.records_failed > failed_before {
+                                txn.refused(batches.last_seq().expect("just opened"));
+                            }
+                            if commit && transactional {
+                                txn.close_trace();
+                                txn.commits.push_back(batches.last_seq().expect("just opened"));
+                            }
                             let wait = caller.charge(records, bytes);
                             if !wait.is_zero() {
                                 metrics.throttled(caller.label(), wait);
@@ -459,6 +581,266 @@ where
     summary
 }
 
+/// The transactions of a transactional stream.
+#[derive(Default)]
+struct TxnState<'a> {
+    /// A transaction was begun and records went into it.
+    open: bool,
+    /// The batches with a record refused before it reached librdkafka
+    /// (validation, the policy, the producer's own checks): their
+    /// transaction cannot commit whole, and librdkafka does not know.
+    refused: VecDeque<u64>,
+    /// The batches whose request asked for a commit, oldest first.
+    commits: VecDeque<u64>,
+    /// The transaction being ended: its last batch, and how.
+    target: Option<(u64, Ending)>,
+    /// The commit or abort under way.
+    call: Option<TxnCall<'a>>,
+    /// Its result, applied once nothing of the transaction is in librdkafka.
+    result: Option<Result<(), TxnError>>,
+    /// The spans of the transactions whose batches were read, oldest first.
+    traces: VecDeque<TxnSpan>,
+}
+
+/// The span of one transaction.
+struct TxnSpan {
+    /// Its first batch.
+    first: u64,
+    batches: u64,
+    /// Its commit was asked for: later batches are the next transaction's.
+    closed: bool,
+    trace: TxnTrace,
+}
+
+/// A commit or abort under way.
+type TxnCall<'a> = Pin<Box<dyn Future<Output = Result<(), TxnError>> + Send + 'a>>;
+
+/// How a transaction ends.
+enum Ending {
+    Commit,
+    /// Every record of it that did not fail on its own gets this error.
+    Abort(RecordError),
+}
+
+impl<'a> TxnState<'a> {
+    /// Whether a record of batch `seq` may be handed over now: not while a
+    /// transaction ends, nor past the last batch of the one being
+    /// committed.
+    fn may_send(&self, seq: u64) -> bool {
+        self.call.is_none()
+            && self.result.is_none()
+            && match &self.target {
+                None => true,
+                Some((last, Ending::Commit)) => seq <= *last,
+                Some((_, Ending::Abort(_))) => false,
+            }
+    }
+
+    /// The trace of the transaction batch `seq` belongs to, started with
+    /// `start` when the batch is its first.
+    fn trace_for(&mut self, seq: u64, start: impl FnOnce() -> TxnTrace) -> &TxnTrace {
+        if self.traces.back().is_none_or(|span| span.closed) {
+            self.traces.push_back(TxnSpan {
+                first: seq,
+                batches: 0,
+                closed: false,
+                trace: start(),
+            });
+        }
+        let span = self.traces.back_mut().expect("just made sure");
+        span.batches += 1;
+        &span.trace
+    }
+
+    /// A record of batch `seq` was refused before it reached librdkafka.
+    fn refused(&mut self, seq: u64) {
+        if !self.refused.contains(&seq) {
+            self.refused.push_back(seq);
+        }
+    }
+
+    /// The batch just read asked for the commit of its transaction.
+    fn close_trace(&mut self) {
+        if let Some(span) = self.traces.back_mut() {
+            span.closed = true;
+        }
+    }
+
+    /// Ends the spans of the transactions up to batch `last`.
+    fn finish_traces(&mut self, last: u64, aborted: Option<&str>) {
+        while self.traces.front().is_some_and(|span| span.first <= last) {
+            let span = self.traces.pop_front().expect("checked");
+            span.trace.finish(span.batches, aborted);
+        }
+    }
+
+    /// No transaction being ended.
+    fn is_idle(&self) -> bool {
+        self.target.is_none() && self.call.is_none() && self.result.is_none()
+    }
+
+    /// [`TxnState::advance`], stopping the stream when it says so.
+    fn step<S: Sender>(
+        &mut self,
+        sender: &'a S,
+        intake: &mut Intake,
+        mut stream: StreamState<'_>,
+        window_empty: bool,
+        metrics: &Metrics,
+    ) {
+        if let Some(error) = self.advance(sender, intake, &mut stream, window_empty, metrics)
+            && !intake.is_abandoned()
+        {
+            *intake = Intake::Stopped {
+                error,
+                since: Instant::now(),
+            };
+        }
+    }
+
+    /// Moves the transactions on: applies an ended one's outcome to its
+    /// batches once nothing of it is in librdkafka (`window_empty`), picks
+    /// the next one to end (a commit asked for; at half-close, a commit of
+    /// what is open; when the stream is stopped or abandoned, an abort), and
+    /// starts ending it once its records are all delivered or failed.
+    /// Returns why the stream must stop, when the producer failed for good.
+    fn advance<S: Sender>(
+        &mut self,
+        sender: &'a S,
+        intake: &Intake,
+        stream: &mut StreamState<'_>,
+        window_empty: bool,
+        metrics: &Metrics,
+    ) -> Option<StreamError> {
+        // A transaction with nothing to wait for ends at once, and the next
+        // one may then be ready too.
+        loop {
+            let ended = window_empty && self.result.is_some();
+            if let Some(error) = self.advance_once(sender, intake, stream, window_empty, metrics) {
+                return Some(error);
+            }
+            if !(ended || window_empty && self.result.is_some()) {
+                return None;
+            }
+        }
+    }
+
+    /// One step of [`TxnState::advance`].
+    fn advance_once<S: Sender>(
+        &mut self,
+        sender: &'a S,
+        intake: &Intake,
+        stream: &mut StreamState<'_>,
+        window_empty: bool,
+        metrics: &Metrics,
+    ) -> Option<StreamError> {
+        if window_empty && let Some(result) = self.result.take() {
+            let (last, ending) = self.target.take().expect("a call ends a target");
+            self.open = false;
+            self.refused.retain(|&seq| seq > last);
+            while self.commits.front().is_some_and(|&seq| seq <= last) {
+                self.commits.pop_front();
+            }
+            let (outcome, failed) = match (ending, result) {
+                (Ending::Commit, Ok(())) => {
+                    stream.batches.release_through(last);
+                    self.finish_traces(last, None);
+                    ("committed", None)
+                }
+                (Ending::Commit, Err(error)) => {
+                    let record_error = aborted(
+                        format!("the commit failed: {}", error.message),
+                        error.retriable,
+                    );
+                    stream.batches.abort_through(last, &record_error, metrics);
+                    self.finish_traces(last, Some(&record_error.message));
+                    ("aborted", Some(error))
+                }
+                (Ending::Abort(record_error), result) => {
+                    stream.batches.abort_through(last, &record_error, metrics);
+                    self.finish_traces(last, Some(&record_error.message));
+                    ("aborted", result.err())
+                }
+            };
+            metrics.transaction(outcome);
+            if let Some(error) = failed.filter(|error| error.fatal) {
+                return Some(StreamError::TransactionFailed(error.message));
+            }
+        }
+        if self.target.is_none() && stream.batches.has_unreleased() {
+            let last = stream.batches.last_seq().expect("a batch is unreleased");
+            self.target = match (self.commits.front(), intake) {
+                (Some(&seq), _) => Some((seq, Ending::Commit)),
+                (None, Intake::Finished) => Some((last, Ending::Commit)),
+                (None, Intake::Stopped { error, .. }) => Some((
+                    last,
+                    Ending::Abort(aborted(
+                        format!("the stream ended before a commit: {error}"),
+                        true,
+                    )),
+                )),
+                (None, Intake::Abandoned(_)) => Some((
+                    last,
+                    Ending::Abort(aborted("the client went away before a commit".into(), true)),
+                )),
+                (None, Intake::Open) => None,
+            };
+        }
+        if self.call.is_some() || self.result.is_some() {
+            return None;
+        }
+        let Some((last, ending)) = &mut self.target else {
+            return None;
+        };
+        let last = *last;
+        if let Ending::Commit = ending {
+            let delivered =
+                window_empty && stream.pending.front().is_none_or(|(tag, _)| tag.seq > last);
+            if !delivered {
+                return None;
+            }
+            // A record refused before librdkafka had it: abort. A record
+            // librdkafka failed has already doomed the transaction there,
+            // and the commit's error says why (then it is aborted).
+            if self.refused.iter().any(|&seq| seq <= last)
+                && let Some((batch_id, index, error)) = stream.batches.first_failure_through(last)
+            {
+                *ending = Ending::Abort(aborted(
+                    format!(
+                        "record {index} of batch {batch_id} failed: {}",
+                        error.message
+                    ),
+                    error.retriable,
+                ));
+            }
+        }
+        match ending {
+            Ending::Commit if self.open => self.call = Some(Box::pin(sender.commit())),
+            Ending::Abort(_) => {
+                // What of it was not handed over is never sent.
+                stream.pending.retain(|(tag, _)| tag.seq > last);
+                if self.open {
+                    self.call = Some(Box::pin(sender.abort()));
+                } else {
+                    self.result = Some(Ok(()));
+                }
+            }
+            // Nothing was sent: nothing to commit.
+            Ending::Commit => self.result = Some(Ok(())),
+        }
+        None
+    }
+}
+
+/// The result of a record whose transaction was aborted.
+fn aborted(cause: String, retriable: bool) -> RecordError {
+    record_error(
+        ErrorCode::Aborted,
+        format!("transaction aborted: {cause}"),
+        retriable,
+    )
+}
+
 /// What [`settle`] updates.
 struct Settle<'a> {
     summary: &'a mut Summary,
@@ -492,6 +874,8 @@ struct StreamState<'a> {
     batches: &'a mut Batches,
     pending: &'a mut VecDeque<(Tag, OutboundRecord)>,
     summary: &'a mut Summary,
+    /// The stream's transactional id, if it is transactional.
+    transactional_id: Option<&'a str>,
 }
 
 impl StreamState<'_> {
@@ -532,6 +916,28 @@ async fn accept<S: Sender>(
     reservation: Option<crate::limits::Reservation>,
     mut stream: StreamState<'_>,
 ) -> Result<(u64, u64), StreamError> {
+    match (stream.transactional_id, request.transactional_id.as_str()) {
+        (Some(id), named) if !named.is_empty() && named != id => {
+            return Err(StreamError::TransactionMisuse(format!(
+                "batch {} names transactional id {named:?}, but the stream's is {id:?}: a \
+                 stream keeps the transactional id of its first request",
+                request.batch_id
+            )));
+        }
+        (None, named) if !named.is_empty() || request.commit => {
+            return Err(StreamError::TransactionMisuse(format!(
+                "batch {} {}, but the stream is not transactional: name the transactional id \
+                 in the stream's first request",
+                request.batch_id,
+                if named.is_empty() {
+                    "asks for a commit".to_owned()
+                } else {
+                    format!("names transactional id {named:?}")
+                }
+            )));
+        }
+        _ => {}
+    }
     if request.records.len() > limits.max_batch_records {
         return Err(StreamError::TooManyRecords {
             batch_id: request.batch_id,
@@ -562,7 +968,7 @@ async fn accept<S: Sender>(
     let dead_letter = limits
         .dead_letter
         .as_ref()
-        .filter(|_| !request.skip_dead_letter);
+        .filter(|_| !request.skip_dead_letter && stream.transactional_id.is_none());
     let seq = stream.batches.open(
         request.batch_id,
         request.records.len(),
@@ -724,6 +1130,11 @@ mod tests {
         time_out: Vec<Bytes>,
         /// Records accepted for the topic "dlq", in the order accepted.
         letters: Vec<OutboundRecord>,
+        /// A transactional fake's calls and records, in order: `begin`,
+        /// `commit`, `abort`, and each record's value.
+        events: Vec<String>,
+        /// Errors the next commits fail with.
+        commit_errors: VecDeque<TxnError>,
         next_offset: HashMap<i32, i64>,
         /// Undelivered records the fake's queue holds at most; more is QueueFull.
         queue_capacity: usize,
@@ -740,6 +1151,8 @@ mod tests {
     #[derive(Clone)]
     struct FakeKafka {
         state: Arc<Mutex<FakeState>>,
+        /// Set: a transactional producer with this id.
+        txn_id: Option<&'static str>,
         /// Records and bytes accepted and not yet reported.
         alive: Arc<AtomicUsize>,
         alive_bytes: Arc<AtomicUsize>,
@@ -754,7 +1167,20 @@ mod tests {
                 })),
                 alive: Arc::default(),
                 alive_bytes: Arc::default(),
+                txn_id: None,
             }
+        }
+
+        /// A transactional fake.
+        fn transactional() -> Self {
+            Self {
+                txn_id: Some("tx"),
+                ..Self::new(usize::MAX)
+            }
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.state.lock().unwrap().events.clone()
         }
 
         /// Delivers one random pending record; false when none is pending.
@@ -820,6 +1246,11 @@ mod tests {
             if &*record.topic == "dlq" {
                 state.letters.push(record.clone());
             }
+            if self.txn_id.is_some() {
+                state
+                    .events
+                    .push(String::from_utf8_lossy(&value).into_owned());
+            }
             state.accepted.push(value);
             let alive = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
             let bytes = self.alive_bytes.fetch_add(record.size, Ordering::SeqCst) + record.size;
@@ -829,6 +1260,44 @@ mod tests {
         }
 
         async fn ensure_topic(&self, _topic: &str) -> Result<(), proto::RecordError> {
+            Ok(())
+        }
+
+        fn transactional_id(&self) -> Option<&str> {
+            self.txn_id
+        }
+
+        fn begin(&self) -> Result<(), TxnError> {
+            self.state.lock().unwrap().events.push("begin".into());
+            Ok(())
+        }
+
+        async fn commit(&self) -> Result<(), TxnError> {
+            let mut state = self.state.lock().unwrap();
+            assert!(
+                state.pending.is_empty(),
+                "a commit only once every record is delivered"
+            );
+            state.events.push("commit".into());
+            state.commit_errors.pop_front().map_or(Ok(()), Err)
+        }
+
+        async fn abort(&self) -> Result<(), TxnError> {
+            // As librdkafka: what is not delivered yet is purged.
+            let mut state = self.state.lock().unwrap();
+            state.events.push("abort".into());
+            for (completions, seq, _, size) in state.pending.drain(..) {
+                self.alive.fetch_sub(1, Ordering::SeqCst);
+                self.alive_bytes.fetch_sub(size, Ordering::SeqCst);
+                completions.push(
+                    seq,
+                    Err(record_error(
+                        ErrorCode::Unavailable,
+                        "Local: Purged in queue",
+                        true,
+                    )),
+                );
+            }
             Ok(())
         }
     }
@@ -906,6 +1375,8 @@ mod tests {
                     .collect(),
                 compact_acks: false,
                 skip_dead_letter: false,
+                transactional_id: String::new(),
+                commit: false,
             })
             .collect()
     }
@@ -1387,5 +1858,233 @@ mod tests {
         ok_metadata(&out[0].as_ref().unwrap().results[1]);
         assert_eq!(summary.records_dead_lettered, 0);
         assert_eq!(summary.records_failed, 1);
+    }
+
+    fn txn_batch(batch_id: u64, values: &[&str], commit: bool) -> ProduceRequest {
+        ProduceRequest {
+            batch_id,
+            topic: "t".into(),
+            records: values
+                .iter()
+                .map(|v| Record {
+                    key: Some(Bytes::from_static(b"k")),
+                    value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                    ..Record::default()
+                })
+                .collect(),
+            transactional_id: if batch_id == 0 {
+                "tx".into()
+            } else {
+                String::new()
+            },
+            commit,
+            ..ProduceRequest::default()
+        }
+    }
+
+    fn codes(response: &ProduceResponse) -> Vec<i32> {
+        response
+            .results
+            .iter()
+            .map(|r| match &r.result {
+                Some(record_result::Result::Ok(_)) => 0,
+                Some(record_result::Result::Error(e)) => e.code,
+                None => -1,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_of_a_transaction_wait_for_its_commit() {
+        let kafka = FakeKafka::transactional();
+        let (in_tx, in_rx) = mpsc::channel(8);
+        let (driver, mut rx) = spawn_driver(
+            &kafka,
+            limits(100, 100_000),
+            ReceiverStream::new(in_rx),
+            Stop::never(),
+        );
+        let mut rng = Rng(3);
+        in_tx
+            .send(Ok(txn_batch(0, &["a", "b"], false)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while kafka.deliver_one(&mut rng) {}
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            try_recv(&mut rx).is_none(),
+            "delivered, not committed: no ack yet"
+        );
+
+        in_tx.send(Ok(txn_batch(1, &["c"], true))).await.unwrap();
+        in_tx.send(Ok(txn_batch(2, &["d"], false))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            kafka.events(),
+            ["begin", "a", "b", "c"],
+            "the next transaction's records wait for the commit"
+        );
+        while kafka.deliver_one(&mut rng) {}
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for batch_id in [0, 1] {
+            let response = try_recv(&mut rx).expect("committed: answered").unwrap();
+            assert_eq!(response.batch_id, batch_id);
+            assert!(codes(&response).iter().all(|&c| c == 0));
+        }
+        assert!(
+            try_recv(&mut rx).is_none(),
+            "batch 2 is in the next transaction"
+        );
+        // Half-close commits what is open.
+        drop(in_tx);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while kafka.deliver_one(&mut rng) {}
+        let summary = driver.await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().batch_id, 2);
+        assert!(rx.recv().await.is_none(), "the stream ends OK");
+        assert_eq!(
+            kafka.events(),
+            ["begin", "a", "b", "c", "commit", "begin", "d", "commit"]
+        );
+        assert_eq!(summary.records_ok, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_record_aborts_its_whole_transaction_and_the_next_one_commits() {
+        let mut first = txn_batch(0, &["a", "b", "c"], true);
+        first.records[1].topic = "bad topic!".into();
+        let requests = vec![first, txn_batch(1, &["d"], true)];
+        let kafka = FakeKafka::transactional();
+        let (out, _) = run_stream(&kafka, limits(100, 100_000), requests, 9).await;
+        let aborted = out[0].as_ref().unwrap();
+        assert_eq!(
+            codes(aborted),
+            [
+                ErrorCode::Aborted as i32,
+                ErrorCode::InvalidRecord as i32,
+                ErrorCode::Aborted as i32
+            ]
+        );
+        let error = match &aborted.results[0].result {
+            Some(record_result::Result::Error(e)) => e,
+            _ => unreachable!(),
+        };
+        assert!(
+            error.message.contains("record 1 of batch 0 failed") && !error.retriable,
+            "{error:?}"
+        );
+        assert_eq!(codes(out[1].as_ref().unwrap()), [0]);
+        assert_eq!(
+            kafka.events(),
+            ["begin", "a", "c", "abort", "begin", "d", "commit"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_commit_aborts_with_a_retriable_error() {
+        let kafka = FakeKafka::transactional();
+        kafka
+            .state
+            .lock()
+            .unwrap()
+            .commit_errors
+            .push_back(TxnError {
+                message: "Broker: Coordinator not available (COORDINATOR_NOT_AVAILABLE)".into(),
+                retriable: true,
+                fatal: false,
+            });
+        let requests = vec![txn_batch(0, &["a", "b"], true), txn_batch(1, &["c"], true)];
+        let (out, _) = run_stream(&kafka, limits(100, 100_000), requests, 4).await;
+        let first = out[0].as_ref().unwrap();
+        assert_eq!(codes(first), [ErrorCode::Aborted as i32; 2]);
+        match &first.results[0].result {
+            Some(record_result::Result::Error(e)) => assert!(
+                e.retriable
+                    && e.message.contains("the commit failed")
+                    && e.message.contains("COORDINATOR_NOT_AVAILABLE"),
+                "{e:?}"
+            ),
+            _ => unreachable!(),
+        }
+        assert_eq!(codes(out[1].as_ref().unwrap()), [0], "the stream goes on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_mid_transaction_has_it_aborted() {
+        let kafka = FakeKafka::transactional();
+        let (in_tx, in_rx) = mpsc::channel(8);
+        let (driver, rx) = spawn_driver(
+            &kafka,
+            limits(100, 100_000),
+            ReceiverStream::new(in_rx),
+            Stop::never(),
+        );
+        in_tx
+            .send(Ok(txn_batch(0, &["a", "b"], false)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(rx);
+        drop(in_tx);
+        let summary = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .expect("the driver ends")
+            .unwrap();
+        assert!(summary.client_gone);
+        assert_eq!(kafka.events(), ["begin", "a", "b", "abort"]);
+        assert_eq!(
+            kafka.alive.load(Ordering::SeqCst),
+            0,
+            "every record reported"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_that_fills_the_window_without_a_commit_is_aborted() {
+        let requests = (0..10).map(|n| txn_batch(n, &["x"], false)).collect();
+        let kafka = FakeKafka::transactional();
+        let (out, _) = run_stream(&kafka, limits(4, 100_000), requests, 2).await;
+        assert_eq!(out.len(), 5, "4 answered, then the status: {out:?}");
+        for response in &out[..4] {
+            assert_eq!(
+                codes(response.as_ref().unwrap()),
+                [ErrorCode::Aborted as i32]
+            );
+        }
+        let status = out[4].as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("commit more often"), "{status:?}");
+        assert_eq!(kafka.events().last().map(String::as_str), Some("abort"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transaction_fields_on_the_wrong_stream_end_it() {
+        let kafka = FakeKafka::new(usize::MAX);
+        let (out, _) = run_stream(
+            &kafka,
+            limits(100, 100_000),
+            vec![txn_batch(0, &["a"], true)],
+            1,
+        )
+        .await;
+        let status = out[0].as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("not transactional"), "{status:?}");
+
+        let kafka = FakeKafka::transactional();
+        let mut other = txn_batch(1, &["b"], true);
+        other.transactional_id = "other".into();
+        let (out, _) = run_stream(
+            &kafka,
+            limits(100, 100_000),
+            vec![txn_batch(0, &["a"], true), other],
+            1,
+        )
+        .await;
+        assert_eq!(codes(out[0].as_ref().unwrap()), [0]);
+        let status = out[1].as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("\"other\""), "{status:?}");
     }
 }

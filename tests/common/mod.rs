@@ -311,6 +311,8 @@ pub fn batch(batch_id: u64, topic: &str, records: Vec<Record>) -> ProduceRequest
         records,
         compact_acks: false,
         skip_dead_letter: false,
+        transactional_id: String::new(),
+        commit: false,
     }
 }
 

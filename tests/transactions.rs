@@ -1,0 +1,422 @@
+//! Transactional streams against the embedded broker, whose mock implements
+//! Kafka's transaction protocol (InitProducerId, AddPartitionsToTxn,
+//! EndTxn). tansu 0.6 does not (EndTxn is refused), so these tests start an
+//! embedded broker of their own in every suite.
+//!
+//! What the mock does not do is hide aborted or open transactions from a
+//! `read_committed` consumer (it serves every record): so what a client sees
+//! is checked here (no ack before the commit, ABORTED after an abort, each
+//! record stored where its ack says), and what a consumer would see is
+//! Kafka's part.
+
+mod common;
+
+use std::time::Duration;
+
+use common::binary::serve;
+use common::*;
+use kafka_gateway::proto::producer_client::ProducerClient;
+use kafka_gateway::proto::{ErrorCode, ProduceRequest, ProduceResponse, Record};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tokio_stream::StreamExt;
+
+/// A batch of a transactional stream: the first names the id.
+fn txn_batch(
+    id: &str,
+    batch_id: u64,
+    topic: &str,
+    records: Vec<Record>,
+    commit: bool,
+) -> ProduceRequest {
+    ProduceRequest {
+        transactional_id: id.into(),
+        commit,
+        ..batch(batch_id, topic, records)
+    }
+}
+
+fn codes(response: &ProduceResponse) -> Vec<i32> {
+    response
+        .results
+        .iter()
+        .map(|r| match &r.result {
+            Some(kafka_gateway::proto::record_result::Result::Ok(_)) => 0,
+            Some(kafka_gateway::proto::record_result::Result::Error(e)) => e.code,
+            None => -1,
+        })
+        .collect()
+}
+
+/// Nothing arrives on `responses` for `wait`.
+async fn nothing_for(responses: &mut tonic::Streaming<ProduceResponse>, wait: Duration) {
+    match tokio::time::timeout(wait, responses.message()).await {
+        Err(_) => {}
+        Ok(got) => panic!("expected nothing yet, got {got:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_come_only_after_the_commit_and_say_where_each_record_is() {
+    let gateway = start_gateway_embedded(&[]).await;
+    let (orders, audit) = (gateway.topic("orders").await, gateway.topic("audit").await);
+    let mut client = gateway.client().await;
+    // One transaction over two topics and several partitions, in two
+    // batches; the second asks for the commit.
+    let first: Vec<Record> = (0..6)
+        .map(|n| record(format!("k{n}"), format!("order {n}")))
+        .collect();
+    let second = vec![
+        Record {
+            topic: audit.clone(),
+            partition: Some(2),
+            ..record("a", "audit entry")
+        },
+        record("k9", "order 9"),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut responses = client
+        .produce(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(txn_batch("orders-tx", 0, &orders, first.clone(), false))
+        .await
+        .unwrap();
+    nothing_for(&mut responses, Duration::from_millis(800)).await;
+    tx.send(txn_batch("", 1, &orders, second.clone(), true))
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    for batch_id in [0, 1] {
+        let response = responses
+            .message()
+            .await
+            .unwrap()
+            .expect("answered after the commit");
+        assert_eq!(response.batch_id, batch_id);
+        acks.extend(response.results.iter().map(|r| ok(r).clone()));
+    }
+    drop(tx);
+    assert!(
+        responses.message().await.unwrap().is_none(),
+        "the stream ends OK"
+    );
+
+    let records: Vec<Record> = first.into_iter().chain(second).collect();
+    let stored_orders = consume(gateway.bootstrap_servers(), &orders, 7).await;
+    let stored_audit = consume(gateway.bootstrap_servers(), &audit, 1).await;
+    assert_eq!((stored_orders.len(), stored_audit.len()), (7, 1));
+    for (record, ack) in records.iter().zip(&acks) {
+        let stored = if ack.topic == audit {
+            &stored_audit
+        } else {
+            &stored_orders
+        };
+        let consumed = at(stored, ack);
+        assert_eq!(consumed.key.as_deref(), record.key.as_deref());
+        assert_eq!(consumed.value.as_deref(), record.value.as_deref());
+    }
+    assert_eq!(acks[6].partition, 2);
+    let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "kafka_gateway_transactions_total{outcome=\"committed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_commits_several_commits_go_on_and_a_cancel_aborts() {
+    let gateway = start_gateway_embedded(&[]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    // Three commits on one stream, the last by half-closing.
+    let requests = vec![
+        txn_batch("t-1", 0, &topic, vec![record("a", "1")], true),
+        txn_batch(
+            "",
+            1,
+            &topic,
+            vec![record("b", "2"), record("c", "3")],
+            true,
+        ),
+        txn_batch("", 2, &topic, vec![record("d", "4")], false),
+    ];
+    let responses = produce_stream(&mut client, requests).await;
+    assert_eq!(all_acks(&responses).len(), 4, "{responses:?}");
+
+    // A stream whose connection breaks mid-transaction (through a proxy
+    // that resets it: ending the request side instead would be a
+    // half-close, which commits): aborted, so that the id's producer can
+    // run the next stream's transaction.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = common::proxy::FaultProxy::start(listener, gateway.addr);
+    let mut proxied = ProducerClient::connect(format!("http://{}", proxy.addr))
+        .await
+        .unwrap();
+    let (mut open, feeder) = open_stream(
+        &mut proxied,
+        vec![txn_batch("t-1", 0, &topic, vec![record("e", "5")], false)],
+    )
+    .await;
+    nothing_for(&mut open, Duration::from_millis(500)).await;
+    proxy.reset_all();
+    let aborted = eventually("the cancelled transaction is aborted", || async {
+        let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+        sample(
+            &metrics,
+            "kafka_gateway_transactions_total{outcome=\"aborted\"}",
+        )
+        .filter(|&n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(aborted, 1.0);
+    feeder.abort();
+    let responses = produce_stream(
+        &mut client,
+        vec![txn_batch("t-1", 0, &topic, vec![record("f", "6")], true)],
+    )
+    .await;
+    assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+    let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "kafka_gateway_transactions_total{outcome=\"committed\"}"
+        ),
+        Some(4.0),
+        "{metrics}"
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_stream_with_the_same_id_fences_the_older_one() {
+    let gateway = start_gateway_embedded(&[]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    // The older stream commits once (so it surely holds the id's
+    // producer), then leaves a transaction open.
+    let (mut older, _feeder) = open_stream(
+        &mut client,
+        vec![
+            txn_batch("shared", 0, &topic, vec![record("z", "older 0")], true),
+            txn_batch(
+                "",
+                1,
+                &topic,
+                vec![record("a", "older 1"), record("b", "older 2")],
+                false,
+            ),
+        ],
+    )
+    .await;
+    let committed = older.message().await.unwrap().expect("the first commit");
+    assert_eq!(codes(&committed), [0]);
+    nothing_for(&mut older, Duration::from_millis(500)).await;
+
+    let newer = tokio::spawn({
+        let mut client = client.clone();
+        let topic = topic.clone();
+        async move {
+            produce_stream(
+                &mut client,
+                vec![txn_batch(
+                    "shared",
+                    0,
+                    &topic,
+                    vec![record("c", "newer")],
+                    true,
+                )],
+            )
+            .await
+        }
+    });
+    let answered = older
+        .message()
+        .await
+        .unwrap()
+        .expect("the older batch is answered");
+    assert_eq!(codes(&answered), [ErrorCode::Aborted as i32; 2]);
+    let status = older.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert!(
+        status
+            .message()
+            .contains("fenced by a newer stream with transactional id \"shared\""),
+        "{status:?}"
+    );
+    let responses = newer.await.unwrap();
+    assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transactional_stream_over_the_cap_is_refused_naming_the_flag() {
+    let gateway = start_gateway_embedded(&["--max-transactional-streams", "1"]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    let (mut first, feeder) = open_stream(
+        &mut client,
+        vec![txn_batch("one", 0, &topic, vec![record("a", "1")], true)],
+    )
+    .await;
+    assert_eq!(codes(&first.message().await.unwrap().unwrap()), [0]);
+    let refused = produce_stream(
+        &mut client,
+        vec![txn_batch("two", 0, &topic, vec![record("b", "2")], true)],
+    )
+    .await;
+    let status = refused[0].as_ref().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("--max-transactional-streams"),
+        "{status:?}"
+    );
+    // Once the first ends, its idle producer makes room.
+    feeder.abort();
+    drop(first);
+    let responses = eventually("the second id gets a producer", || {
+        let mut client = client.clone();
+        let topic = topic.clone();
+        async move {
+            let responses = produce_stream(
+                &mut client,
+                vec![txn_batch("two", 0, &topic, vec![record("b", "2")], true)],
+            )
+            .await;
+            responses[0].is_ok().then_some(responses)
+        }
+    })
+    .await;
+    assert_eq!(all_acks(&responses).len(), 1);
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_errors_are_survived_or_end_in_a_retriable_abort() {
+    use RDKafkaRespErr::*;
+    let gateway = start_gateway_embedded(&[]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    // The coordinator briefly unavailable, then busy: the producer retries
+    // the commit, which goes through.
+    gateway
+        .embedded()
+        .with(|cluster| {
+            cluster.request_errors(
+                RDKafkaApiKey::EndTxn,
+                &[
+                    RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+                    RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS,
+                ],
+            )
+        })
+        .await;
+    let responses = produce_stream(
+        &mut client,
+        vec![txn_batch(
+            "coord",
+            0,
+            &topic,
+            vec![record("a", "1"), record("b", "2")],
+            true,
+        )],
+    )
+    .await;
+    assert_eq!(all_acks(&responses).len(), 2, "{responses:?}");
+
+    // Adding a partition to the transaction refused for good: the
+    // transaction cannot commit and is aborted, each record told so.
+    gateway
+        .embedded()
+        .with(|cluster| {
+            cluster.request_errors(
+                RDKafkaApiKey::AddPartitionsToTxn,
+                &[RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+            )
+        })
+        .await;
+    let responses = produce_stream(
+        &mut client,
+        vec![
+            txn_batch(
+                "coord",
+                0,
+                &topic,
+                vec![record("c", "3"), record("d", "4")],
+                true,
+            ),
+            txn_batch("", 1, &topic, vec![record("e", "5")], true),
+        ],
+    )
+    .await;
+    let first = responses[0].as_ref().expect("answered");
+    assert_eq!(codes(first), [ErrorCode::Aborted as i32; 2], "{first:?}");
+    let error = err(&first.results[0]);
+    assert!(
+        error.retriable && error.message.contains("TOPIC_AUTHORIZATION_FAILED"),
+        "the cause is named: {error:?}"
+    );
+    // The stream goes on: the next transaction commits.
+    assert_eq!(
+        codes(responses[1].as_ref().expect("answered")),
+        [0],
+        "{responses:?}"
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_transaction_is_replaced_and_the_id_goes_on() {
+    let broker = TestKafka::Embedded(std::sync::Arc::new(
+        kafka_gateway::EmbeddedBroker::start(1, PARTITIONS).unwrap(),
+    ));
+    let topic = broker.topic("txn").await;
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let mut first = serve(&["--bootstrap-servers", &bootstrap], &[]);
+    let mut client = ProducerClient::connect(format!("http://{}", first.grpc))
+        .await
+        .unwrap();
+    let (mut stream, _feeder) = open_stream(
+        &mut client,
+        vec![
+            txn_batch("crash", 0, &topic, vec![record("a", "committed")], true),
+            txn_batch("", 1, &topic, vec![record("b", "left open")], false),
+        ],
+    )
+    .await;
+    assert_eq!(codes(&stream.message().await.unwrap().unwrap()), [0]);
+    nothing_for(&mut stream, Duration::from_millis(500)).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(
+        stream.next().await.is_some_and(|r| r.is_err()),
+        "the stream breaks"
+    );
+
+    // A new gateway, the same id: its producer's InitProducerId ends the
+    // leftover transaction, then the id commits again.
+    let mut second = serve(&["--bootstrap-servers", &bootstrap], &[]);
+    let mut client = ProducerClient::connect(format!("http://{}", second.grpc))
+        .await
+        .unwrap();
+    let responses = produce_stream(
+        &mut client,
+        vec![txn_batch(
+            "crash",
+            0,
+            &topic,
+            vec![record("c", "after restart")],
+            true,
+        )],
+    )
+    .await;
+    assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+}
