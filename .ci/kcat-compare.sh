@@ -60,6 +60,10 @@ PY
 serve() { # LOG ARGS...
     local log=$1
     shift
+    # Emptied here, not by the redirection below, which the background job
+    # may run only after the first look: a log left by an earlier run would
+    # give that run's address.
+    : >"$log"
     RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 "$@" >/dev/null 2>"$log" &
     pid=$!
     pids+=("$pid")
