@@ -10,7 +10,10 @@
 # (ENV, the HEALTHCHECK probe, SIGTERM) outside a container engine.
 
 # --- build: librdkafka is compiled from source (C toolchain, perl, OpenSSL
-# and zlib headers), then the gateway, exactly as Cargo.lock pins it.
+# and zlib headers), then the gateway, exactly as Cargo.lock pins it. The
+# server alone: --no-default-features leaves out the cargo features `bench`
+# (kafka-gateway bench) and `client` (kafka-gateway produce), which it never
+# runs.
 FROM rust:1.95-slim-bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential pkg-config perl libssl-dev zlib1g-dev \
@@ -19,7 +22,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
-RUN cargo build --release --locked --bin kafka-gateway \
+RUN cargo build --release --locked --no-default-features --bin kafka-gateway \
     && install -m 0755 target/release/kafka-gateway /usr/local/bin/kafka-gateway
 
 # --- run: a slim base with OpenSSL's runtime, CA certificates for TLS to

@@ -119,6 +119,10 @@ start_gateway() {
         args+=("${extra[@]}")
     fi
     echo "$bin ${args[*]}"
+    # Created here, not by the redirection below, which the background job
+    # may run only after the first look (sed on a missing file fails, and
+    # set -e ends the script).
+    : >"$log"
     NO_COLOR=1 "$bin" "${args[@]}" >"$log" 2>&1 &
     pid=$!
     printf -v "$var" '%s' "$pid"

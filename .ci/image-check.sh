@@ -93,7 +93,10 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$ready" ] || die "/readyz on the EXPOSEd port $metrics_port did not report ready"
-curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -q '^kafka_gateway_open_streams ' \
+# Read whole before grep: `grep -q` stops at the first match, and curl,
+# still writing, would fail the pipe (curl: (23), set -o pipefail).
+metrics=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics") || die "/metrics did not answer"
+grep -q '^kafka_gateway_open_streams ' <<<"$metrics" \
     || die "/metrics lacks the gateway's metrics"
 grep -q "gRPC server listening addr=0.0.0.0:${ports[0]}" "$log" \
     || die "the gRPC server is not on the EXPOSEd port ${ports[0]}"

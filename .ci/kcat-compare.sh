@@ -13,7 +13,11 @@
 # a second of several). CPU is user + system time: kcat's own process; the
 # produce command's, plus the gateway's over the same span; and the
 # broker's, for both. Each topic's stored records are counted afterwards
-# from its high watermarks.
+# from its high watermarks. Then the produce command runs once more, untimed,
+# through a byte-counting TCP relay in front of the gateway, to a third
+# topic: the bytes on the wire each way (TCP payload: HTTP/2 frames with
+# their gRPC messages; no TCP/IP headers) and per record, which is where
+# `--compress` shows (KCAT_PRODUCE_ARGS="--compress zstd").
 #
 # CI runs it on 50,000 lines (KCAT_LINES=50000: a few seconds) so that it
 # cannot rot, and asserts no speed; docs/benchmarks.md has the full run.
@@ -60,6 +64,10 @@ PY
 serve() { # LOG ARGS...
     local log=$1
     shift
+    # Emptied here, not by the redirection below, which the background job
+    # may run only after the first look: a log left by an earlier run would
+    # give that run's address.
+    : >"$log"
     RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 "$@" >/dev/null 2>"$log" &
     pid=$!
     pids+=("$pid")
@@ -148,4 +156,64 @@ print(f"  kafka-gateway produce   {produce_wall:6.2f} s  {gateway_rate:>9,.0f} r
       f"  broker {broker_gateway:5.2f} s")
 print(f"  gateway / kcat: throughput {gateway_rate / kcat_rate:.2f}x, "
       f"CPU {gateway_total / max(kcat_cpu, 0.01):.2f}x (broker excluded)")
+print(f"  CPU per million records: kcat {kcat_cpu / lines * 1e6:.2f} s, produce + gateway "
+      f"{gateway_total / lines * 1e6:.2f} s (client {produce_cpu / lines * 1e6:.2f} "
+      f"+ gateway {gateway_cpu / lines * 1e6:.2f})")
+PY
+
+# The bytes on the wire between the produce command and the gateway: the
+# same file once more through a relay that counts what it forwards (not
+# timed: the relay is Python).
+rm -f "$out/relay.bytes" "$out/relay.port"
+python3 - "$gateway" "$out/relay" <<'PY' &
+import asyncio, sys
+host, port = sys.argv[1].rsplit(":", 1)
+out = sys.argv[2]
+counts = [0, 0]  # client -> gateway, gateway -> client
+
+async def pipe(reader, writer, i):
+    while data := await reader.read(1 << 16):
+        counts[i] += len(data)
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+async def relay(client_r, client_w):
+    gateway_r, gateway_w = await asyncio.open_connection(host, int(port))
+    try:
+        await asyncio.gather(pipe(client_r, gateway_w, 0), pipe(gateway_r, client_w, 1))
+    except ConnectionError:
+        pass
+    finally:
+        client_w.close()
+        gateway_w.close()
+        with open(out + ".bytes", "w") as f:
+            f.write(f"{counts[0]} {counts[1]}\n")
+
+async def main():
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    with open(out + ".port", "w") as f:
+        f.write(f"{server.sockets[0].getsockname()[1]}\n")
+    await server.serve_forever()
+
+asyncio.run(main())
+PY
+pids+=("$!")
+for _ in $(seq 100); do [ -s "$out/relay.port" ] && break; sleep 0.1; done
+relay_port=$(cat "$out/relay.port")
+topic_wire="kcat-compare-wire-$$"
+echo created | "$bin" produce --target "$broker_grpc" -t "$topic_wire" -q
+# shellcheck disable=SC2086
+"$bin" produce --target "127.0.0.1:$relay_port" -t "$topic_wire" -q ${KCAT_PRODUCE_ARGS:-} < "$out/input.txt"
+for _ in $(seq 100); do [ -s "$out/relay.bytes" ] && break; sleep 0.1; done
+[ -s "$out/relay.bytes" ] || { echo "kcat compare: the relay counted nothing"; exit 1; }
+stored_wire=$(stored "$topic_wire")
+[ "$stored_wire" -eq $((lines + 1)) ] || { echo "kcat compare: through the relay, $((stored_wire - 1)) of $lines lines stored"; exit 1; }
+read -r up down < "$out/relay.bytes"
+python3 - "$lines" "$up" "$down" "$(stat -c %s "$out/input.txt")" <<'PY'
+import sys
+lines, up, down, size = map(int, sys.argv[1:])
+print(f"  on the wire (produce <-> gateway, TCP payload): requests {up:,} bytes ({up / lines:.1f} per record, "
+      f"{up / size:.2f}x the file's {size:,}), responses {down:,} bytes ({down / lines:.1f} per record)")
 PY

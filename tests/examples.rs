@@ -24,6 +24,9 @@ async fn the_rust_example_gets_every_result_in_order() {
         })
         .collect();
     requests[2].records[7].partition = Some(99);
+    // Compact acks for two of the batches: their acks name the topic too.
+    requests[1].compact_acks = true;
+    requests[2].compact_acks = true;
 
     let acks = example::produce(format!("http://{}", gateway.addr), requests.clone())
         .await
@@ -34,7 +37,10 @@ async fn the_rust_example_gets_every_result_in_order() {
         .iter()
         .enumerate()
         .filter_map(|(n, ack)| match ack {
-            Ack::Stored(meta) => Some((n, meta.clone())),
+            Ack::Stored(meta) => {
+                assert_eq!(meta.topic, topic, "record {n}: the ack names its topic");
+                Some((n, meta.clone()))
+            }
             Ack::Failed(error) => {
                 assert_eq!(n, 2 * 25 + 7, "only the record to partition 99 fails");
                 assert_eq!(error.code, ErrorCode::UnknownPartition as i32);

@@ -19,7 +19,9 @@
 // The service definition is loaded from proto/kafka_gateway/v1/producer.proto at
 // run time (@grpc/proto-loader): nothing is generated. Batch 1 carries a record
 // for partition 999 on purpose: it gets its own error
-// (ERROR_CODE_UNKNOWN_PARTITION) while the records around it are stored.
+// (ERROR_CODE_UNKNOWN_PARTITION) while the records around it are stored. The
+// batches ask for compact acks: an ack of a record stored in the batch's topic
+// leaves its topic empty, and the response names it once (see ackedTopic).
 'use strict';
 
 const fs = require('node:fs');
@@ -101,7 +103,15 @@ function produce(target, batches, onResponse = () => {}, { token, ...tls } = {})
   }).finally(() => client.close());
 }
 
-// Three batches of three records; batch 1's middle record names a partition that does not exist.
+// The topic an ack names: its own, or, in a compact ack (empty), the response's.
+function ackedTopic(response, ok) {
+  return ok.topic || response.topic;
+}
+
+// Three batches of three records; batch 1's middle record names a partition
+// that does not exist. compact_acks: each ack of a record stored in `topic`
+// leaves its topic empty and the response names the topic once: less to
+// encode and decode per record.
 function* exampleBatches(topic) {
   for (let b = 0; b < 3; b++) {
     const records = [0, 1, 2].map((i) => ({
@@ -110,7 +120,7 @@ function* exampleBatches(topic) {
       headers: [{ key: 'source', value: Buffer.from('node') }],
     }));
     if (b === 1) records[1].partition = 999;
-    yield { batch_id: b, topic, records };
+    yield { batch_id: b, topic, records, compact_acks: true };
   }
 }
 
@@ -135,11 +145,12 @@ async function main() {
     response.results.forEach((result, i) => {
       const where = `batch ${response.batch_id} record ${i}`;
       if (result.result === 'ok') {
-        const { topic: t, partition, offset } = result.ok;
+        const { partition, offset } = result.ok;
         acked++;
-        console.log(`${where}: ok ${t} partition ${partition} offset ${offset}`);
+        console.log(`${where}: ok ${ackedTopic(response, result.ok)} partition ${partition} offset ${offset}`);
       } else {
-        // Not stored. Sending the same record again can only help when retriable is true.
+        // Not stored, unless may_be_stored (it failed in flight). Sending the
+        // same record again can only help when retriable is true.
         const { code, message, retriable } = result.error;
         failed++;
         console.log(`${where}: error ${code} retriable=${retriable}: ${message}`);
@@ -149,7 +160,7 @@ async function main() {
   console.log(`${acked} acked, ${failed} failed`);
 }
 
-module.exports = { produce, connect, exampleBatches, settingsFromEnv };
+module.exports = { produce, connect, ackedTopic, exampleBatches, settingsFromEnv };
 
 if (require.main === module) {
   main().catch((err) => {
