@@ -349,11 +349,7 @@ impl Sender for KafkaSender {
                 self.check.notify_one();
                 Err(TrySendError::QueueFull)
             }
-            Err(err) => Err(TrySendError::Rejected(kafka_record_error(
-                &err,
-                &record.topic,
-                record.partition.unwrap_or(-1),
-            ))),
+            Err(err) => Err(rejected(&err, record)),
         }
     }
 
@@ -429,11 +425,7 @@ impl Sender for TxnSender {
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                 Err(TrySendError::QueueFull)
             }
-            Err(err) => Err(TrySendError::Rejected(kafka_record_error(
-                &err,
-                &record.topic,
-                record.partition.unwrap_or(-1),
-            ))),
+            Err(err) => Err(rejected(&err, record)),
         }
     }
 
@@ -667,6 +659,15 @@ fn may_be_stored(message: &BorrowedMessage<'_>) -> bool {
         status,
         rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED
     )
+}
+
+/// librdkafka refused `record` at once.
+fn rejected(err: &KafkaError, record: &OutboundRecord) -> TrySendError {
+    TrySendError::Rejected(kafka_record_error(
+        err,
+        &record.topic,
+        record.partition.unwrap_or(-1),
+    ))
 }
 
 /// A record's error from librdkafka's, naming the partition when the

@@ -281,6 +281,23 @@ where
         )
     });
 
+    // Moves a transactional stream's transactions on: before the hand-over
+    // (an ended transaction lets the next one's records go) and after it
+    // (records refused at once may leave nothing to wait for).
+    macro_rules! advance_transactions {
+        () => {
+            if transactional {
+                let stream = StreamState {
+                    batches: &mut batches,
+                    pending: &mut pending,
+                    summary: &mut summary,
+                    transactional_id: None,
+                };
+                txn.step(sender, &mut intake, stream, window.is_empty(), metrics);
+            }
+        };
+    }
+
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
         let mut queue_full = false;
@@ -288,15 +305,7 @@ where
             summary.records_abandoned += pending.len() as u64;
             pending.clear();
         }
-        if transactional {
-            let stream = StreamState {
-                batches: &mut batches,
-                pending: &mut pending,
-                summary: &mut summary,
-                transactional_id: None,
-            };
-            txn.step(sender, &mut intake, stream, window.is_empty(), metrics);
-        }
+        advance_transactions!();
         while paused_until.is_none()
             && pending.front().is_some_and(|(tag, record)| {
                 window.has_room(record.size) && (!transactional || txn.may_send(tag.seq))
@@ -364,15 +373,7 @@ where
         if let Some(dead) = &mut dead {
             queue_full |= dead.hand_over(sender, &mut batches, &mut summary, metrics);
         }
-        if transactional {
-            let stream = StreamState {
-                batches: &mut batches,
-                pending: &mut pending,
-                summary: &mut summary,
-                transactional_id: None,
-            };
-            txn.step(sender, &mut intake, stream, window.is_empty(), metrics);
-        }
+        advance_transactions!();
         if pending.is_empty() && pending.capacity() > PENDING_KEPT {
             // A whole batch's records (some 200 bytes each) no longer wait:
             // an idle stream should not keep room for them.

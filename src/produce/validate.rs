@@ -67,15 +67,24 @@ impl DefaultTopic {
 /// A record [`prepare`] refused, as it is, for the dead-letter topic: its
 /// own topic or its batch's default, whether valid or not (empty when it
 /// names none).
-pub fn refused(record: proto::Record, size: usize, default_topic: &DefaultTopic) -> OutboundRecord {
+pub fn refused(
+    mut record: proto::Record,
+    size: usize,
+    default_topic: &DefaultTopic,
+) -> OutboundRecord {
     let topic = if record.topic.is_empty() {
         match default_topic {
             DefaultTopic::Valid(topic) | DefaultTopic::Invalid { name: topic, .. } => topic.clone(),
             DefaultTopic::Missing => Arc::from(""),
         }
     } else {
-        Arc::from(record.topic)
+        Arc::from(std::mem::take(&mut record.topic))
     };
+    outbound(record, topic, size)
+}
+
+/// `record` as it goes to `topic`.
+fn outbound(record: proto::Record, topic: Arc<str>, size: usize) -> OutboundRecord {
     OutboundRecord {
         topic,
         key: record.key,
@@ -114,17 +123,7 @@ pub fn prepare(
         Ok(topic) => topic,
         Err(error) => return Err(Box::new((error, record))),
     };
-    Ok(OutboundRecord {
-        topic,
-        key: record.key,
-        value: record.value,
-        headers: record.headers,
-        partition: record.partition,
-        timestamp_ms: record.timestamp_ms,
-        size,
-        trace_headers: None,
-        stamp: None,
-    })
+    Ok(outbound(record, topic, size))
 }
 
 /// The checks of [`prepare`]: the record's topic, or why it is refused.
