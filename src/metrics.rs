@@ -99,6 +99,7 @@ pub struct Metrics {
     limit_refused: Family<LimitLabels, Counter>,
     limit_waits: Family<LimitLabels, Counter>,
     producer_replacements: Counter,
+    transactional_producers: Gauge,
     denied: Family<PrincipalLabels, Counter>,
     dead_letters: Family<DeadLetterLabels, Counter>,
     transactions: Family<OutcomeLabels, Counter>,
@@ -203,6 +204,12 @@ impl Metrics {
             "Times a stream stopped reading until a limit freed room",
             limit_waits.clone(),
         );
+        let transactional_producers = Gauge::default();
+        registry.register(
+            "transactional_producers",
+            "Kafka producers of transactional ids alive, held by a stream or idle",
+            transactional_producers.clone(),
+        );
         let producer_replacements = Counter::default();
         registry.register(
             "producer_replacements",
@@ -258,6 +265,7 @@ impl Metrics {
             limit_refused,
             limit_waits,
             producer_replacements,
+            transactional_producers,
             denied,
             dead_letters,
             transactions,
@@ -287,6 +295,11 @@ impl Metrics {
                 outcome: if parked { "parked" } else { "failed" },
             })
             .inc();
+    }
+
+    /// A transactional producer was built (1) or closed (-1).
+    pub fn transactional_producers(&self, delta: i64) {
+        self.transactional_producers.inc_by(delta);
     }
 
     /// A transaction ended: `committed` or `aborted`.

@@ -812,3 +812,62 @@ async fn the_readmes_steps_from_zero_to_tls_jwt_and_a_policy_work_as_written() {
     assert!(report.contains("ERROR_CODE_NOT_AUTHORIZED"), "{report}");
     drop(served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_ids_are_granted_per_principal_so_none_fences_another() {
+    let dir = TempDir::new();
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("alice", "alice-key-0001") + &api_key_line("bob", "bob-key-0001"),
+    );
+    let policy = dir.write(
+        "policy.toml",
+        r#"
+[[grant]]
+principals = ["alice", "bob"]
+topics = ["txn-*"]
+
+[[grant]]
+principals = ["alice"]
+transactional_ids = ["alice-*"]
+"#,
+    );
+    // Transactions: an embedded broker of its own (tansu has none).
+    let gateway =
+        start_gateway_embedded(&["--api-keys", &path(&keys), "--authz-policy", &path(&policy)])
+            .await;
+    let topic = gateway.topic("txn").await;
+    let transactional = |id: &str| ProduceRequest {
+        transactional_id: id.into(),
+        commit: true,
+        ..batch(0, &topic, vec![record("k", "v")])
+    };
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some("alice-key-0001"),
+        vec![transactional("alice-orders")],
+    )
+    .await;
+    assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+    for (key, id, who) in [
+        ("alice-key-0001", "bob-orders", "alice"),
+        ("bob-key-0001", "alice-orders", "bob"),
+    ] {
+        let responses = send(
+            plain_channel(gateway.addr).await,
+            Some(key),
+            vec![transactional(id)],
+        )
+        .await;
+        let status = refused(&responses);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains(&format!("principal {who:?}"))
+                && status
+                    .message()
+                    .contains(&format!("transactional id {id:?}")),
+            "{status:?}"
+        );
+    }
+    gateway.stop().await.unwrap();
+}

@@ -420,3 +420,43 @@ async fn a_gateway_killed_mid_transaction_is_replaced_and_the_id_goes_on() {
     second.child.kill().unwrap();
     second.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_is_reused_by_the_next_stream_and_closed_once_idle() {
+    let gateway = start_gateway_embedded(&["--transactional-idle-timeout", "1s"]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    let producers = || async {
+        let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+        sample(&metrics, "kafka_gateway_transactional_producers")
+    };
+    for value in ["1", "2"] {
+        // Back to back: the second stream gets the first one's producer.
+        let responses = produce_stream(
+            &mut client,
+            vec![txn_batch(
+                "reused",
+                0,
+                &topic,
+                vec![record("k", value)],
+                true,
+            )],
+        )
+        .await;
+        assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+        assert_eq!(producers().await, Some(1.0), "one producer for the id");
+    }
+    eventually("the idle producer is closed", || async {
+        (producers().await == Some(0.0)).then_some(())
+    })
+    .await;
+    // The id still works: a new producer.
+    let responses = produce_stream(
+        &mut client,
+        vec![txn_batch("reused", 0, &topic, vec![record("k", "3")], true)],
+    )
+    .await;
+    assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
+    assert_eq!(producers().await, Some(1.0));
+    gateway.stop().await.unwrap();
+}

@@ -292,6 +292,7 @@ impl KafkaSender {
         producer
             .init_transactions(timeout)
             .map_err(|err| txn_error(&err))?;
+        self.metrics.transactional_producers(1);
         Ok(TxnSender {
             id: id.to_owned(),
             producer: Arc::new(producer),
@@ -410,6 +411,12 @@ impl TxnSender {
     /// threads).
     pub fn close(self: Arc<Self>) {
         tokio::task::spawn_blocking(move || drop(self));
+    }
+}
+
+impl Drop for TxnSender {
+    fn drop(&mut self) {
+        self.main.metrics.transactional_producers(-1);
     }
 }
 
