@@ -51,7 +51,11 @@ pub const DEFAULT_BATCH_BYTES: &str = "1MiB";
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 50;
 /// Unanswered batches at a time: enough to keep the gateway's window busy
 /// while the acks of earlier batches travel back.
-pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: u64 = 8;
+pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: u64 = 64;
+/// Records per transaction with --transactional-id, unless --commit-every
+/// says otherwise: half the gateway's default window, which a transaction
+/// must fit in.
+pub const DEFAULT_COMMIT_EVERY: u64 = 5_000;
 /// How long connecting to the gateway may take.
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 
@@ -203,13 +207,16 @@ pub struct ProduceArgs {
     /// Write in Kafka transactions, with this transactional id: the records
     /// of a transaction are acked only once it is committed, and none of
     /// them is visible to read_committed consumers if it aborts (each then
-    /// fails with ERROR_CODE_ABORTED). The end of the input commits what is
-    /// open. A transaction is also committed when --max-in-flight-batches
-    /// batches wait for it, since their acks come only after the commit.
+    /// fails with ERROR_CODE_ABORTED). Commits every --commit-every records
+    /// and at the end of the input; also when --max-in-flight-batches
+    /// batches wait for a commit, since their acks come only after it.
     #[arg(long, env = "KAFKA_GATEWAY_TRANSACTIONAL_ID", value_name = "ID")]
     pub transactional_id: Option<String>,
 
-    /// With --transactional-id: commit every N records (at a batch's end).
+    /// With --transactional-id: commit every N records (at the end of the
+    /// batch that reaches N; default 5000). A transaction must fit in the
+    /// gateway's per-stream window (--max-in-flight-records, 10000 by
+    /// default), or the gateway aborts it and ends the stream.
     #[arg(long, env = "KAFKA_GATEWAY_COMMIT_EVERY", value_name = "N",
           requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_every: Option<u64>,
@@ -319,7 +326,7 @@ impl ProduceArgs {
             linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: usize::try_from(self.max_in_flight_batches).unwrap_or(1),
             transactional_id: self.transactional_id.clone(),
-            commit_every: self.commit_every,
+            commit_every: Some(self.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY)),
         }
     }
 }
