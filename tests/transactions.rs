@@ -294,6 +294,13 @@ async fn one_transactional_stream_over_the_cap_is_refused_naming_the_flag() {
     })
     .await;
     assert_eq!(all_acks(&responses).len(), 1);
+    // Producers are capped too: the idle one of "one" made room.
+    let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "kafka_gateway_transactional_producers"),
+        Some(1.0),
+        "{metrics}"
+    );
     gateway.stop().await.unwrap();
 }
 

@@ -9,8 +9,9 @@
 //! one, left open). Producers outlive their streams, so that a client that
 //! reconnects does not pay for a new one, and are closed once idle for
 //! `--transactional-idle-timeout`. At most `--max-transactional-streams`
-//! streams hold a producer at once; idle producers are closed to make room
-//! before a claim is refused.
+//! streams hold a producer at once, and as many producers live, held or
+//! idle: a new id's producer closes the idle ones first when there are
+//! that many.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,16 +134,23 @@ impl Transactions {
                 })
                 .clone()
         };
-        let held = entry.slot.try_lock().is_err();
-        if !held && self.claimed.load(Ordering::SeqCst) >= self.limits.max_streams {
+        // `None`: someone holds the id (and will be fenced).
+        let has_producer = entry
+            .slot
+            .try_lock()
+            .ok()
+            .map(|slot| slot.producer.is_some());
+        if has_producer.is_some() && self.claimed.load(Ordering::SeqCst) >= self.limits.max_streams
+        {
+            return Err(Status::resource_exhausted(format!(
+                "{} transactional streams are open, the gateway's limit \
+                 (--max-transactional-streams); end one, or raise the limit",
+                self.limits.max_streams
+            )));
+        }
+        if has_producer == Some(false) && self.producers() >= self.limits.max_streams {
+            // Producers are bounded too, held or idle: idle ones make room.
             self.close_idle(Duration::ZERO, Some(id));
-            if self.claimed.load(Ordering::SeqCst) >= self.limits.max_streams {
-                return Err(Status::resource_exhausted(format!(
-                    "{} transactional streams are open, the gateway's limit \
-                     (--max-transactional-streams); end one, or raise the limit",
-                    self.limits.max_streams
-                )));
-            }
         }
         // Fence whoever holds it, then wait for it to let go.
         entry.fence.send_modify(|generation| *generation += 1);
