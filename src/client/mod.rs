@@ -326,7 +326,10 @@ impl ProduceArgs {
             linger: Duration::from_millis(self.batch_linger_ms),
             max_in_flight: usize::try_from(self.max_in_flight_batches).unwrap_or(1),
             transactional_id: self.transactional_id.clone(),
-            commit_every: Some(self.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY)),
+            commit_every: self
+                .transactional_id
+                .as_ref()
+                .map(|_| self.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY)),
         }
     }
 }
@@ -563,7 +566,10 @@ mod tests {
         assert_eq!(batching.max_records, 500);
         assert_eq!(batching.max_bytes, 1 << 20);
         assert_eq!(batching.linger, Duration::from_millis(50));
-        assert_eq!(batching.max_in_flight, 8);
+        assert_eq!(batching.max_in_flight, 64);
+        assert_eq!(batching.commit_every, None, "not transactional");
+        let transactional = parse(&["-t", "orders", "--transactional-id", "loader"]).unwrap();
+        assert_eq!(transactional.batching().commit_every, Some(5_000));
     }
 
     #[test]
