@@ -50,11 +50,12 @@ fn check_default_topic(name: &str, default_topic: &DefaultTopic) {
     match (default_topic, validate::check_topic(name)) {
         (DefaultTopic::Missing, _) => assert!(name.is_empty(), "{name:?} taken as missing"),
         (DefaultTopic::Valid(topic), Ok(())) => assert_eq!(&**topic, name),
-        (DefaultTopic::Invalid(why), Err(reason)) => {
+        (DefaultTopic::Invalid { name: kept, why }, Err(reason)) => {
             assert!(
                 !name.is_empty(),
                 "an empty default topic is missing, not invalid"
             );
+            assert_eq!(&**kept, name, "the invalid name is kept, for dead letters");
             assert_eq!(why, &reason);
         }
         (other, verdict) => {
@@ -114,7 +115,9 @@ fn check_prepare(
             assert_eq!(out.timestamp_ms, record.timestamp_ms);
             assert!(out.trace_headers.is_none(), "validation adds no headers");
         }
-        Err(error) => {
+        Err(refused) => {
+            let (error, back) = *refused;
+            assert_eq!(&back, record, "a refused record comes back whole");
             check_message(&error, record, default_name);
             assert!(
                 !error.retriable,
