@@ -567,12 +567,16 @@ async fn typed_lines_are_acked_at_once_and_ctrl_c_finishes_cleanly() {
     // Long enough for a progress line (once a second off a terminal).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
+    // Stdin stays open until produce has exited, as in a terminal: closing
+    // it here would race the signal with the end of the input.
+    let stdin = child.stdin.take();
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let run = wait(child).await;
+    drop(stdin);
     assert_eq!(run.code, Some(130), "Ctrl-C exits 130");
     for needle in [
         "3 read, 3 acked, 0 failed",
