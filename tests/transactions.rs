@@ -467,3 +467,128 @@ async fn a_producer_is_reused_by_the_next_stream_and_closed_once_idle() {
     assert_eq!(producers().await, Some(1.0));
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_fenced_by_kafka_ends_its_stream_and_the_id_gets_a_new_one() {
+    // Kafka fences a producer when another one (on another gateway, or any
+    // client) initialises the same transactional id. The embedded broker
+    // does not (two gateways on it with one id both commit), so the fencing
+    // is injected where Kafka reports it: first on the commit, then on
+    // adding a partition to the transaction.
+    use RDKafkaRespErr::*;
+    let gateway = start_gateway_embedded(&[]).await;
+    let topic = gateway.topic("txn").await;
+    let mut client = gateway.client().await;
+    let producers = || async {
+        let (_, metrics) = http_get(gateway.metrics_addr, "/metrics").await;
+        sample(&metrics, "kafka_gateway_transactional_producers")
+    };
+    let mut acked = Vec::new();
+    for (api, value) in [
+        (RDKafkaApiKey::EndTxn, "on the commit"),
+        (RDKafkaApiKey::AddPartitionsToTxn, "on adding a partition"),
+    ] {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut stream = client
+            .produce(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        // One transaction commits, so the stream surely holds a producer.
+        let committed = format!("before fencing {value}");
+        tx.send(txn_batch(
+            "fenced",
+            0,
+            &topic,
+            vec![record("a", &*committed)],
+            true,
+        ))
+        .await
+        .unwrap();
+        acked.push((ack(&stream.message().await.unwrap().unwrap()), committed));
+
+        gateway
+            .embedded()
+            .with(move |cluster| cluster.request_errors(api, &[RD_KAFKA_RESP_ERR_PRODUCER_FENCED]))
+            .await;
+        tx.send(txn_batch(
+            "",
+            1,
+            &topic,
+            vec![record("b", "fenced 1"), record("c", "fenced 2")],
+            true,
+        ))
+        .await
+        .unwrap();
+        let answered = stream.message().await.unwrap().expect("answered");
+        assert_eq!(
+            codes(&answered),
+            [ErrorCode::Aborted as i32; 2],
+            "{answered:?}"
+        );
+        for result in &answered.results {
+            let error = err(result);
+            assert!(
+                error.retriable && error.message.contains("fenced by a newer instance"),
+                "each record names the fencing and may be resent: {error:?}"
+            );
+        }
+        // The producer is finished: the stream ends, and the next batch
+        // is never taken.
+        let _ = tx
+            .send(txn_batch("", 2, &topic, vec![record("d", "after")], true))
+            .await;
+        let status = stream
+            .message()
+            .await
+            .expect_err("the fenced stream ends with a status");
+        assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+        assert!(
+            status.message().contains("fenced by a newer instance"),
+            "the status names the fencing: {status:?}"
+        );
+        eventually("the fenced producer is closed", || async {
+            (producers().await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+
+    // The id gets a new producer, which commits.
+    let again = produce_stream(
+        &mut client,
+        vec![txn_batch(
+            "fenced",
+            0,
+            &topic,
+            vec![record("e", "again")],
+            true,
+        )],
+    )
+    .await;
+    let again = all_acks(&again);
+    assert_eq!(again.len(), 1, "{again:?}");
+    acked.push((again[0].clone(), "again".to_owned()));
+
+    // Every acked record is stored where its ack says.
+    let stored = consume(gateway.bootstrap_servers(), &topic, acked.len()).await;
+    for (ack, value) in &acked {
+        let found = stored
+            .iter()
+            .find(|c| c.partition == ack.partition && c.offset == ack.offset)
+            .unwrap_or_else(|| panic!("{ack:?} stored; consumed {stored:?}"));
+        assert_eq!(found.value.as_deref(), Some(value.as_bytes()), "{found:?}");
+    }
+    gateway.stop().await.unwrap();
+}
+
+/// The ack of a single-record response.
+fn ack(response: &ProduceResponse) -> kafka_gateway::proto::RecordMetadata {
+    match &response.results[..] {
+        [
+            kafka_gateway::proto::RecordResult {
+                result: Some(kafka_gateway::proto::record_result::Result::Ok(ack)),
+            },
+        ] => ack.clone(),
+        other => panic!("one ack, not {other:?}"),
+    }
+}

@@ -157,11 +157,7 @@ impl ProducerService {
                 }
                 Some(id) => {
                     if !callers.allows_transactional_id(caller.principal.as_ref(), &id) {
-                        let who = principal
-                            .as_deref()
-                            .map_or("an anonymous caller".to_owned(), |p| {
-                                format!("principal {p:?}")
-                            });
+                        let who = caller.describe();
                         responder.end(Some(Status::permission_denied(format!(
                             "{who} may not use transactional id {id:?}: the gateway's \
                              --authz-policy grants it no such transactional_ids"

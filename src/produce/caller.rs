@@ -92,6 +92,15 @@ impl Caller {
         Self::default()
     }
 
+    /// The caller as refusals name it: `principal "orders"`, or an
+    /// anonymous caller.
+    pub fn describe(&self) -> String {
+        match &self.principal {
+            Some(principal) => format!("principal {:?}", principal.name()),
+            None => "an anonymous caller".to_owned(),
+        }
+    }
+
     /// `principal`, held to `policy` (when it reads a file), `quotas` (when
     /// any can apply), and stamped into `principal_header` (when set).
     pub fn new(
@@ -129,10 +138,7 @@ impl Caller {
             return Ok(());
         }
         self.denied += 1;
-        let who = match &self.principal {
-            Some(principal) => format!("principal {:?}", principal.name()),
-            None => "an anonymous caller".to_owned(),
-        };
+        let who = self.describe();
         if self.denied == 1 {
             tracing::info!(
                 principal = self.principal.as_ref().map(Principal::name),
