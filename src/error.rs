@@ -173,6 +173,25 @@ impl StreamError {
     }
 }
 
+/// Whether `code` blames the record itself or where it was sent (invalid,
+/// too large, unknown topic or partition, not authorized): sending it again
+/// as it is cannot cure it, and it is the record's own failure, not its
+/// stream's or its transaction's.
+pub fn is_the_records_own(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::InvalidRecord
+        | ErrorCode::RecordTooLarge
+        | ErrorCode::UnknownTopic
+        | ErrorCode::UnknownPartition
+        | ErrorCode::NotAuthorized => true,
+        ErrorCode::Unspecified
+        | ErrorCode::TimedOut
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal
+        | ErrorCode::Aborted => false,
+    }
+}
+
 /// Builds a per-record error.
 pub fn record_error(
     code: ErrorCode,

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::error::is_the_records_own;
 use crate::limits::Reservation;
 use crate::metrics::{self, Metrics, RecordLabels};
 use crate::proto::{ErrorCode, ProduceResponse, RecordError, RecordResult, record_result};
@@ -273,14 +274,9 @@ impl Batches {
         for batch in self.queue.iter_mut().skip(skip).take(take) {
             for result in &mut batch.results {
                 let own = match &result.result {
-                    Some(record_result::Result::Error(failure)) => matches!(
-                        ErrorCode::try_from(failure.code),
-                        Ok(ErrorCode::InvalidRecord
-                            | ErrorCode::RecordTooLarge
-                            | ErrorCode::UnknownTopic
-                            | ErrorCode::UnknownPartition
-                            | ErrorCode::NotAuthorized)
-                    ),
+                    Some(record_result::Result::Error(failure)) => {
+                        ErrorCode::try_from(failure.code).is_ok_and(is_the_records_own)
+                    }
                     _ => false,
                 };
                 if !own {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::error::is_the_records_own;
 use crate::metrics::{self, Metrics};
 use crate::proto::{self, ErrorCode, RecordError, RecordMetadata};
 use crate::telemetry::TRACEPARENT;
@@ -74,18 +75,17 @@ impl DeadLetter {
     /// retries. Not a gateway or cluster condition that passes (shutdown,
     /// brokers unreachable, a producer being replaced).
     pub fn parks(&self, error: &RecordError) -> bool {
-        match ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified) {
-            ErrorCode::InvalidRecord
-            | ErrorCode::RecordTooLarge
-            | ErrorCode::UnknownTopic
-            | ErrorCode::UnknownPartition
-            | ErrorCode::NotAuthorized => true,
+        let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+        if is_the_records_own(code) {
+            return true;
+        }
+        match code {
             ErrorCode::TimedOut => self.retriable || !error.retriable,
             // A transaction's fate, not the record's.
             ErrorCode::Aborted => false,
-            ErrorCode::Unspecified | ErrorCode::Unavailable | ErrorCode::Internal => {
-                !error.retriable
-            }
+            // Unspecified, unavailable, internal: parked when it says it
+            // lasts.
+            _ => !error.retriable,
         }
     }
 
