@@ -680,7 +680,12 @@ impl<'a> TxnState<'a> {
         self.target.is_none() && self.call.is_none() && self.result.is_none()
     }
 
-    /// [`TxnState::advance`], stopping the stream when it says so.
+    /// Moves the transactions on: applies an ended one's outcome to its
+    /// batches once nothing of it is in librdkafka (`window_empty`), picks
+    /// the next one to end (a commit asked for; at half-close, a commit of
+    /// what is open; when the stream is stopped or abandoned, an abort), and
+    /// starts ending it once its records are all delivered or failed. Stops
+    /// the stream when the producer failed for good.
     fn step<S: Sender>(
         &mut self,
         sender: &'a S,
@@ -689,45 +694,28 @@ impl<'a> TxnState<'a> {
         window_empty: bool,
         metrics: &Metrics,
     ) {
-        if let Some(error) = self.advance(sender, intake, &mut stream, window_empty, metrics)
-            && !intake.is_abandoned()
-        {
-            *intake = Intake::Stopped {
-                error,
-                since: Instant::now(),
-            };
-        }
-    }
-
-    /// Moves the transactions on: applies an ended one's outcome to its
-    /// batches once nothing of it is in librdkafka (`window_empty`), picks
-    /// the next one to end (a commit asked for; at half-close, a commit of
-    /// what is open; when the stream is stopped or abandoned, an abort), and
-    /// starts ending it once its records are all delivered or failed.
-    /// Returns why the stream must stop, when the producer failed for good.
-    fn advance<S: Sender>(
-        &mut self,
-        sender: &'a S,
-        intake: &Intake,
-        stream: &mut StreamState<'_>,
-        window_empty: bool,
-        metrics: &Metrics,
-    ) -> Option<StreamError> {
         // A transaction with nothing to wait for ends at once, and the next
         // one may then be ready too.
         loop {
             let ended = window_empty && self.result.is_some();
-            if let Some(error) = self.advance_once(sender, intake, stream, window_empty, metrics) {
-                return Some(error);
+            if let Some(error) = self.advance(sender, intake, &mut stream, window_empty, metrics) {
+                if !intake.is_abandoned() {
+                    *intake = Intake::Stopped {
+                        error,
+                        since: Instant::now(),
+                    };
+                }
+                return;
             }
             if !(ended || window_empty && self.result.is_some()) {
-                return None;
+                return;
             }
         }
     }
 
-    /// One step of [`TxnState::advance`].
-    fn advance_once<S: Sender>(
+    /// One step of [`TxnState::step`]; returns why the stream must stop,
+    /// when the producer failed for good.
+    fn advance<S: Sender>(
         &mut self,
         sender: &'a S,
         intake: &Intake,
