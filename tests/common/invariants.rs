@@ -198,6 +198,8 @@ pub struct Verdict {
     /// Extra copies of retried writes, on a broker that does not
     /// deduplicate them ([`Retries::Stored`]).
     pub retry_copies: usize,
+    /// Acks at offset -1 (stored, position unknown).
+    pub acked_without_offset: usize,
     // Violations: each must be zero.
     pub lost: Vec<String>,
     pub duplicates: Vec<String>,
@@ -238,7 +240,8 @@ impl fmt::Display for Verdict {
         writeln!(
             f,
             "sent {} records: acked {}, failed {:?}, unanswered {}; stored {} \
-             ({} after a retriable error, {} unanswered, {} copies of retried writes)",
+             ({} after a retriable error, {} unanswered, {} copies of retried writes); \
+             acks without an offset {}",
             self.records_sent,
             self.acked,
             self.failed,
@@ -246,7 +249,8 @@ impl fmt::Display for Verdict {
             self.stored,
             self.stored_after_retriable_error,
             self.stored_unanswered,
-            self.retry_copies
+            self.retry_copies,
+            self.acked_without_offset
         )?;
         write!(
             f,
@@ -424,8 +428,13 @@ pub fn check(
         }
         match (what, copies.first()) {
             (Told::Ok { partition, offset }, Some(copy)) => {
+                // Offset -1: the broker confirmed a retried write without
+                // saying where (the contract allows it); counted, not failed.
+                if *offset < 0 {
+                    verdict.acked_without_offset += 1;
+                }
                 let wrong_place = copy.partition != *partition
-                    || (offsets == Offsets::Exact && copy.offset != *offset);
+                    || (offsets == Offsets::Exact && *offset >= 0 && copy.offset != *offset);
                 let wrong_content = copy.key.as_deref() != record.key.as_deref()
                     || copy.value.as_deref() != record.value.as_deref();
                 if wrong_place || wrong_content {

@@ -14,6 +14,7 @@
 
 pub mod binary;
 pub mod invariants;
+pub mod kafka;
 pub mod pki;
 pub mod proxy;
 
@@ -471,9 +472,7 @@ fn consume_blocking(bootstrap_servers: &str, topic: &str, expected: usize) -> Ve
     // Per partition: the next offset to read and the high watermark.
     let mut ends = Vec::new();
     for partition in 0..partitions as i32 {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
+        let high = kafka::watermark(&consumer, topic, partition);
         ends.push((0i64, high));
         assignment
             .add_partition_offset(topic, partition, Offset::Beginning)
