@@ -44,6 +44,13 @@ pub const DEFAULT_LINGER_MS: u64 = 5;
 /// Places keyed records where the Java client would (librdkafka's own default,
 /// `consistent_random`, hashes differently).
 pub const DEFAULT_PARTITIONER: &str = "murmur2_random";
+/// How long a topic missing from the brokers' metadata is waited for before
+/// its records fail with UNKNOWN_TOPIC (librdkafka's
+/// `topic.metadata.propagation.max.ms`, 30 s by default). Acks are released
+/// in order, so every later record of the stream waits that long too; a
+/// topic just created elsewhere reaches every broker well within this.
+/// `-X topic.metadata.propagation.max.ms=...` overrides.
+pub const TOPIC_PROPAGATION_MS: u32 = 5_000;
 /// How often librdkafka reports the statistics the metrics show, when the
 /// metrics listener is on (`-X statistics.interval.ms=...` overrides).
 pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
@@ -451,6 +458,10 @@ impl Config {
                 (self.max_record_bytes + 64 * 1024)
                     .max(1_000_000)
                     .to_string(),
+            )
+            .set(
+                "topic.metadata.propagation.max.ms",
+                TOPIC_PROPAGATION_MS.to_string(),
             );
         if self.metrics_listen.is_some() {
             config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
