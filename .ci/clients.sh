@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The client examples end to end: installs the Python and Node dependencies,
+# The client examples end to end: installs the Python and Node dependencies
+# (Java's and Go's come with Maven and the go command, in their scripts),
 # starts an already-built gateway on a free port, and a second one serving TLS
 # that requires a client certificate and an API key (certificates made here
 # with openssl, the principal stamped into an x-principal header), both
-# producing to the same Kafka; runs examples/python's and examples/node's
-# tests against them (produce over gRPC in plaintext and over TLS with a
-# bearer token, check every ack and per-record error in order, read the
-# records back from Kafka with confluent-kafka) and stops the gateways,
-# whatever happens.
+# producing to the same Kafka; runs the tests of examples/python, node, java
+# (.ci/java-client.sh) and go (.ci/go-client.sh) against them (produce over
+# gRPC in plaintext and over TLS with a bearer token, check every ack and
+# per-record error in order, read the records back from Kafka with each
+# language's Kafka client) and stops the gateways, whatever happens.
 #
 #   bash .ci/clients.sh                      # gateway on its embedded broker
 #   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 bash .ci/clients.sh   # a real broker
@@ -22,8 +23,12 @@
 #                            examples/python/create_topic.py with
 #                            KAFKA_TEST_PARTITIONS (default 3) partitions
 #   KAFKA_CREATE_TOPIC_CMD   bash command creating the topic named by "$1", e.g.
-#                            'tansu topic create "$1" --partitions 3'
+#                            'bash scripts/kafka.sh java org.apache.kafka.tools.TopicCommand
+#                            --bootstrap-server 127.0.0.1:19092 --create --topic "$1" --partitions 3'
 #   KAFKA_TEST_TOPIC         an existing topic for both tests; nothing is created
+#   KAFKA_TEST_JAEGER_OTLP   a Jaeger's OTLP/gRPC endpoint (e.g. http://127.0.0.1:4317),
+#   JAEGER_QUERY_URL         and its query API (e.g. http://127.0.0.1:16686): the Go
+#                            test then also finds its trace in Jaeger (required)
 #   KAFKA_CLIENTS_VENV       the Python virtualenv to (re)use
 #                            (default ${TMPDIR:-/tmp}/kafka-gateway-clients-venv)
 # Every step fails loudly; none is skipped, and a test that skips itself fails
@@ -52,6 +57,10 @@ unset KAFKA_GATEWAY_LISTEN KAFKA_GATEWAY_BOOTSTRAP_SERVERS KAFKA_GATEWAY_TLS_CER
     KAFKA_GATEWAY_AUTHZ_POLICY KAFKA_GATEWAY_PRINCIPAL_HEADER KAFKA_GATEWAY_AUTH_PROTECT_HEALTH \
     KAFKA_GATEWAY_CA KAFKA_GATEWAY_CLIENT_CERT KAFKA_GATEWAY_CLIENT_KEY \
     KAFKA_GATEWAY_TLS_SERVER_NAME KAFKA_GATEWAY_TOKEN KAFKA_GATEWAY_TOKEN_FILE
+# The gateways here do not trace (a tracing gateway adds a traceparent header
+# to every record, which the Python and Node tests would find); the Go test
+# starts a tracing one of its own when KAFKA_TEST_JAEGER_OTLP is set.
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_EXPORTER
 
 stop_gateway() { # VAR: SIGTERM to the gateway whose pid $VAR holds; its exit status
     # SIGTERM, the graceful drain; SIGKILL if it is still there after 20 s.
@@ -214,14 +223,36 @@ choose_topic node
 (cd examples/node && KAFKA_TEST_TOPIC=$topic node --test test.js) 2>&1 | tee "$work/node.out" \
     || failed_runners+=(node)
 
+step "Java: examples/java (JUnit under Maven: grpc-java, Kafka's Java consumer reads back, keys placed where KafkaProducer puts them)"
+choose_topic java
+KAFKA_TEST_TOPIC=$topic bash .ci/java-client.sh 2>&1 | tee "$work/java.out" || failed_runners+=(java)
+
+step "Go: examples/go (go test: grpc-go, franz-go reads back; the trace in Jaeger when one is given)"
+choose_topic go
+(
+    # A gateway of the Go test's own (KAFKA_GATEWAY_TARGET unset), producing
+    # to the same Kafka, tracing into Jaeger when one is given; the TLS test
+    # uses the TLS gateway above.
+    unset KAFKA_GATEWAY_TARGET
+    export KAFKA_GATEWAY_BIN=$bin KAFKA_TEST_TOPIC=$topic
+    if [ -n "${KAFKA_TEST_JAEGER_OTLP:-}" ]; then
+        [ -n "${JAEGER_QUERY_URL:-}" ] || die "KAFKA_TEST_JAEGER_OTLP is set without JAEGER_QUERY_URL"
+        export OTEL_EXPORTER_OTLP_ENDPOINT=$KAFKA_TEST_JAEGER_OTLP KAFKA_TEST_JAEGER=1
+    fi
+    bash .ci/go-client.sh
+) 2>&1 | tee "$work/go.out" || failed_runners+=(go)
+
 step "Python: examples/python/transaction.py (a transactional stream and a read_committed consumer)"
 if [ -z "$external" ]; then
     topic="kafka-gateway-ci-transaction-$(date +%s)-$RANDOM"
     "$python" examples/python/transaction.py "$target" "$bootstrap" "$topic" "ci-transaction-$RANDOM" \
         || failed_runners+=(transaction)
 else
-    # The embedded run of this script (CI's first) runs it.
-    echo "not run against $external: tansu 0.6 refuses transactions (EndTxn); the run on the embedded broker covers it"
+    # A real Kafka: the read_committed consumer must see nothing before the commit.
+    topic=
+    choose_topic transaction
+    KAFKA_EXPECT_READ_COMMITTED=1 "$python" examples/python/transaction.py "$target" "$bootstrap" "$topic" \
+        "ci-transaction-$RANDOM" || failed_runners+=(transaction)
 fi
 
 step "stop the gateways (SIGTERM, graceful drain, exit 0)"
@@ -236,13 +267,15 @@ tail -n 3 "$work/gateway.log"
 awk '
     /^python: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$/ { py = 1; passed += $2; failed += $4; skipped += $6 }
     /^# pass [0-9]+$/ { node = 1; passed += $3 }
+    /^go: [0-9]+ passed, [0-9]+ failed$/ { go = 1; passed += $2; failed += $4 }
+    /^java: [0-9]+ passed, [0-9]+ failed$/ { java = 1; passed += $2; failed += $4 }
     /^# fail [0-9]+$/ { failed += $3 }
     /^# skipped [0-9]+$/ { skipped += $3 }
     END {
-        if (!py || !node) { print "clients: a test runner printed no summary"; exit 1 }
+        if (!py || !node || !java || !go) { print "clients: a test runner printed no summary"; exit 1 }
         if (passed == 0) { print "clients: no test ran"; exit 1 }
         if (skipped > 0) print "clients: tests skipped themselves (SKIP above), which none may do here"
         printf "clients: %d passed, %d failed, %d skipped\n", passed, failed, skipped
         exit (failed > 0 || skipped > 0)
-    }' "$work/python.out" "$work/node.out"
+    }' "$work/python.out" "$work/node.out" "$work/java.out" "$work/go.out"
 [ "${#failed_runners[@]}" -eq 0 ] || exit 1
