@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
+mod summary;
 pub mod transactions;
 pub mod validate;
 pub mod window;
@@ -36,7 +37,8 @@ use crate::telemetry::TraceHeaders;
 
 pub use caller::{Caller, Callers, Stamp};
 pub use respond::{Responder, ResponseStream};
-pub use stream::{Observers, Stop, StreamLimits, Summary, drive};
+pub use stream::{Observers, Stop, StreamLimits, drive};
+pub use summary::Summary;
 pub use window::Limits;
 
 /// A record that passed validation, ready for librdkafka.
