@@ -16,6 +16,7 @@ use rdkafka::ClientConfig;
 use crate::auth::SecurityArgs;
 use crate::error::Error;
 use crate::limits::{BATCH_OVERHEAD, Caps};
+use crate::produce::stream::TxnTimeouts;
 use crate::produce::transactions::TxnLimits;
 use crate::produce::{DeadLetter, Limits, StreamLimits};
 use crate::units::{parse_duration, parse_size};
@@ -324,8 +325,11 @@ pub struct Config {
           value_parser = parse_duration, value_name = "DURATION")]
     pub transactional_idle_timeout: Duration,
 
-    /// How long starting a transactional producer, a commit or an abort may
-    /// take before it fails (the transaction is then aborted).
+    /// How long starting a transactional producer, or one commit or abort
+    /// call, may block. A commit that times out is resumed, up to 3 calls
+    /// in all; one still unfinished then has an unknown outcome (its
+    /// records get UNAVAILABLE with may_be_stored, see the README). At
+    /// shutdown, no call is waited for past half of --shutdown-timeout.
     #[arg(long, env = "KAFKA_GATEWAY_TRANSACTION_TIMEOUT", default_value = DEFAULT_TRANSACTION_CALL_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
     pub transaction_timeout: Duration,
@@ -413,6 +417,7 @@ impl Config {
                 topic: Arc::from(topic),
                 retriable: self.dead_letter_retriable,
             }),
+            transactions: TxnTimeouts::new(self.transaction_timeout, self.shutdown_timeout),
         }
     }
 
@@ -487,8 +492,8 @@ fn check_promise(key: &str, value: &str, idempotence: bool) -> Result<(), Error>
             Ok(())
         }
         "transactional.id" => refuse(
-            "one transactional id for the whole process would fence itself; transactions \
-             are not offered by this gateway yet",
+            "one transactional id for the whole process would fence itself; a stream names \
+             its own in ProduceRequest.transactional_id, and gets a producer of its own",
         ),
         "queuing.strategy" if !value.eq_ignore_ascii_case("fifo") => {
             refuse("any strategy but fifo sends records out of the order they were received")

@@ -289,6 +289,7 @@ fn build(
         metrics: metrics.clone(),
         check: check.clone(),
         state: state.clone(),
+        transactional: false,
     })?;
     Ok(Generation {
         id,
@@ -419,6 +420,12 @@ struct GatewayContext {
     /// This producer's fate: once it failed fatally, every failure of its
     /// records says so.
     state: Arc<GenerationState>,
+    /// A transactional producer: only librdkafka's own fatal error ends it.
+    /// The errors an idempotent producer cannot survive (UNKNOWN_PRODUCER_ID,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH) only doom its
+    /// transaction (librdkafka's `txn_requires_abort`): it is aborted and
+    /// the producer goes on.
+    transactional: bool,
 }
 
 impl ClientContext for GatewayContext {
@@ -433,6 +440,7 @@ impl ClientContext for GatewayContext {
         // each of those reports names the fatal error.
         if let Some(code) = error.rdkafka_error_code()
             && classify::is_fatal(code)
+            && !self.transactional
         {
             let _ = self.state.broken.set(classify::named(code));
         }
@@ -470,7 +478,7 @@ impl GatewayContext {
             None => match err.rdkafka_error_code() {
                 // The producer cannot go on, whether or not librdkafka calls
                 // it fatal: have it replaced.
-                Some(code) if classify::is_fatal(code) => {
+                Some(code) if classify::is_fatal(code) && !self.transactional => {
                     let cause = classify::named(code);
                     let _ = self.state.broken.set(cause.clone());
                     self.check.notify_one();

@@ -52,7 +52,7 @@ mod txn;
 
 use accept::{StreamState, accept};
 use answer::{Settle, settle};
-use txn::{TxnState, aborted};
+use txn::TxnState;
 
 /// How long to wait before retrying a record that met `QueueFull` while this
 /// stream had nothing in flight (other streams filled the shared queue, so
@@ -89,6 +89,35 @@ pub struct StreamLimits {
     pub stall_timeout: Duration,
     /// Where failed records are parked, if anywhere.
     pub dead_letter: Option<DeadLetter>,
+    /// How long a transactional stream's calls to Kafka may take.
+    pub transactions: TxnTimeouts,
+}
+
+/// The bounds of a transactional stream's commits and aborts.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnTimeouts {
+    /// How long one commit or abort call may block
+    /// (`--transaction-timeout`). A call that times out is resumed, up to
+    /// [`txn::CALL_ATTEMPTS`] calls in all; a commit still unfinished then
+    /// has an unknown outcome.
+    pub call: Duration,
+    /// Once the gateway shuts down, how long a stream may still spend
+    /// ending its transaction: no call is waited for past it, so that the
+    /// answers and the flush fit within `--shutdown-timeout`.
+    pub at_shutdown: Duration,
+}
+
+impl TxnTimeouts {
+    /// The bounds a gateway with `--transaction-timeout` `call` and
+    /// `--shutdown-timeout` `shutdown` gives its streams: half the shutdown
+    /// timeout for ending transactions, the rest for answering and
+    /// flushing.
+    pub fn new(call: Duration, shutdown: Duration) -> Self {
+        Self {
+            call,
+            at_shutdown: shutdown / 2,
+        }
+    }
 }
 
 /// Where a stream reports what it does: the process's metrics, and the
@@ -246,6 +275,9 @@ where
     // read meanwhile.
     let mut paused_until: Option<Instant> = None;
     // Built once, not on every turn: they wait as long as the stream lives.
+    // A transactional stream bounds its calls once the gateway shuts down.
+    let mut shutdown = stop.shutdown.clone();
+    let mut shutting_down = false;
     let stop = async move {
         let mut stop = stop;
         stop.requested().await
@@ -254,7 +286,7 @@ where
     let mut gone = Box::pin(responder.closed());
     // A transactional stream's transactions; responses wait for them.
     let transactional = sender.transactional_id().is_some();
-    let mut txn = TxnState::default();
+    let mut txn = TxnState::new(limits.transactions);
     if transactional {
         batches.hold_until_released();
     }
@@ -289,7 +321,9 @@ where
     loop {
         // 1. Hand over, in order, what the window and librdkafka take.
         let mut queue_full = false;
-        if intake.is_abandoned() {
+        if intake.is_abandoned() && !transactional {
+            // (A transactional stream's are answered by the abort of their
+            // transaction.)
             summary.records_abandoned += pending.len() as u64;
             pending.clear();
         }
@@ -299,28 +333,13 @@ where
                 window.has_room(record.size) && (!transactional || txn.may_send(tag.seq))
             })
         {
+            if transactional && !txn.is_open() {
+                // The record waits for its transaction to be begun.
+                txn.begin(sender);
+                break;
+            }
             let (mut tag, record) = pending.pop_front().expect("checked above");
             let size = record.size;
-            if transactional && !txn.open {
-                if let Err(error) = sender.begin() {
-                    // The transaction fails with this record.
-                    summary.records_failed += 1;
-                    txn.refused(tag.seq);
-                    let record_error = aborted(
-                        format!("cannot begin a transaction: {}", error.message),
-                        error.retriable,
-                    );
-                    batches.resolve(&tag, error_result(record_error), metrics);
-                    if error.fatal && intake.is_open() {
-                        intake = Intake::Stopped {
-                            error: StreamError::TransactionFailed(error.message),
-                            since: Instant::now(),
-                        };
-                    }
-                    continue;
-                }
-                txn.open = true;
-            }
             if let Some(error) = tag.failed.take() {
                 // Refused, and kept for the dead-letter topic: it takes its
                 // turn in the window, so that it is parked in stream order.
@@ -410,25 +429,27 @@ where
         // 3. Wait for something to happen.
         let blocked = blocked_since.filter(|_| !intake.is_abandoned());
         let stall_at = blocked.map(|since| intake.stall_deadline(since, limits));
-        let held_full = batches.held_records() >= limits.window.max_records
-            || batches.held_bytes() >= limits.window.max_bytes;
+        // The open transaction alone fills the stream's bounds and no
+        // commit came: reading on would wait forever. (Answers of committed
+        // transactions the client has not read yet do not count: reading
+        // them makes room.)
+        let (open_records, open_bytes) = batches.unreleased_held();
         if transactional
             && intake.is_open()
-            && held_full
+            && (open_records >= limits.window.max_records || open_bytes >= limits.window.max_bytes)
             && txn.is_idle()
             && window.is_empty()
             && pending.is_empty()
         {
-            // The open transaction fills the stream's bounds and no commit
-            // came: reading on would wait forever.
             intake = Intake::Stopped {
                 error: StreamError::TransactionTooLarge {
-                    records: batches.held_records(),
+                    records: open_records,
                 },
                 since: Instant::now(),
             };
             continue;
         }
+        let call_deadline = txn.call_deadline();
         let can_read = intake.is_open()
             && paused_until.is_none()
             && pending.is_empty()
@@ -450,9 +471,13 @@ where
             () = async {
                 dead.as_mut().expect("checked").settle_next(&mut batches, &mut summary, metrics).await;
             }, if dead.as_ref().is_some_and(DeadLetters::in_flight) => {}
-            result = async { txn.call.as_mut().expect("checked").await }, if txn.call.is_some() => {
-                txn.call = None;
-                txn.result = Some(result);
+            () = txn.next_result(), if txn.is_calling() => {}
+            () = async { tokio::time::sleep_until(call_deadline.expect("set")).await }, if call_deadline.is_some() => {
+                txn.expire();
+            }
+            () = shutdown.requested(), if transactional && !shutting_down => {
+                shutting_down = true;
+                txn.cap_at(Instant::now() + limits.transactions.at_shutdown);
             }
             // An async block, so the timer is only built (and the clock
             // read) when this branch is enabled, not on every turn.

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::*;
 use crate::error::record_error;
 use crate::produce::respond::{self, ResponseStream};
-use crate::produce::{Completions, Delivered, DeliveryResult, TxnError};
+use crate::produce::{Completions, Delivered, DeliveryResult, TxnError, TxnErrorKind};
 use crate::proto::{self, ErrorCode, ProduceResponse, Record, RecordResult, record_result};
 
 /// Responses the fake client's channel holds unread.
@@ -46,10 +46,12 @@ struct FakeState {
     /// Records accepted for the topic "dlq", in the order accepted.
     letters: Vec<OutboundRecord>,
     /// A transactional fake's calls and records, in order: `begin`,
-    /// `commit`, `abort`, and each record's value.
+    /// `commit`, `abort`, `retire`, and each record's value.
     events: Vec<String>,
-    /// Errors the next commits fail with.
-    commit_errors: VecDeque<TxnError>,
+    /// How the next calls of each kind end; `Ok` once a script runs out.
+    begins: VecDeque<Outcome>,
+    commits: VecDeque<Outcome>,
+    aborts: VecDeque<Outcome>,
     next_offset: HashMap<i32, i64>,
     /// Undelivered records the fake's queue holds at most; more is QueueFull.
     queue_capacity: usize,
@@ -59,6 +61,45 @@ struct FakeState {
     /// Most records and bytes accepted and not yet reported at once.
     max_alive: usize,
     max_alive_bytes: usize,
+}
+
+/// How a scripted transactional call of the fake ends: the test double of
+/// librdkafka's transactional calls.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Blocks for its whole timeout, then fails retriably: the call goes on
+    /// in the background and calling it again resumes it.
+    TimeOut,
+    /// Fails at once: the transaction must be aborted
+    /// (`txn_requires_abort`).
+    Abortable,
+    /// Fails at once: the producer cannot go on (fenced).
+    Fatal,
+    /// Never returns (a broker that stopped answering, past any timeout).
+    Hang,
+}
+
+/// Plays a scripted outcome; `None` succeeds.
+async fn play(outcome: Option<Outcome>, timeout: Duration) -> Result<(), TxnError> {
+    match outcome {
+        None => Ok(()),
+        Some(Outcome::TimeOut) => {
+            tokio::time::sleep(timeout).await;
+            Err(TxnError::new(
+                TxnErrorKind::Retriable,
+                "Local: Timed out (_TIMED_OUT)",
+            ))
+        }
+        Some(Outcome::Abortable) => Err(TxnError::new(
+            TxnErrorKind::Abortable,
+            "Broker: Unknown producer id (UNKNOWN_PRODUCER_ID)",
+        )),
+        Some(Outcome::Fatal) => Err(TxnError::new(
+            TxnErrorKind::Fatal,
+            "Local: This instance has been fenced by a newer instance (_FENCED)",
+        )),
+        Some(Outcome::Hang) => std::future::pending().await,
+    }
 }
 
 /// A fake librdkafka: partition = first key byte % 3; offsets per partition
@@ -182,25 +223,46 @@ impl Sender for FakeKafka {
         self.txn_id
     }
 
-    fn begin(&self) -> Result<(), TxnError> {
-        self.state.lock().unwrap().events.push("begin".into());
-        Ok(())
+    async fn begin(&self) -> Result<(), TxnError> {
+        let outcome = {
+            let mut state = self.state.lock().unwrap();
+            state.events.push("begin".into());
+            state.begins.pop_front()
+        };
+        play(outcome, Duration::ZERO).await
     }
 
-    async fn commit(&self) -> Result<(), TxnError> {
-        let mut state = self.state.lock().unwrap();
-        assert!(
-            state.pending.is_empty(),
-            "a commit only once every record is delivered"
-        );
-        state.events.push("commit".into());
-        state.commit_errors.pop_front().map_or(Ok(()), Err)
+    fn retire(&self, _cause: &str) {
+        self.state.lock().unwrap().events.push("retire".into());
     }
 
-    async fn abort(&self) -> Result<(), TxnError> {
+    async fn commit(&self, timeout: Duration) -> Result<(), TxnError> {
+        let outcome = {
+            let mut state = self.state.lock().unwrap();
+            assert!(
+                state.pending.is_empty(),
+                "a commit only once every record is delivered"
+            );
+            state.events.push("commit".into());
+            state.commits.pop_front()
+        };
+        play(outcome, timeout).await
+    }
+
+    async fn abort(&self, timeout: Duration) -> Result<(), TxnError> {
         // As librdkafka: what is not delivered yet is purged.
+        let outcome = self.purge();
+        play(outcome, timeout).await
+    }
+}
+
+impl FakeKafka {
+    /// An abort's purge: every undelivered record fails. Returns how the
+    /// abort ends.
+    fn purge(&self) -> Option<Outcome> {
         let mut state = self.state.lock().unwrap();
         state.events.push("abort".into());
+        let outcome = state.aborts.pop_front();
         for (completions, seq, _, size) in state.pending.drain(..) {
             self.alive.fetch_sub(1, Ordering::SeqCst);
             self.alive_bytes.fetch_sub(size, Ordering::SeqCst);
@@ -213,7 +275,7 @@ impl Sender for FakeKafka {
                 )),
             );
         }
-        Ok(())
+        outcome
     }
 }
 
@@ -228,8 +290,24 @@ fn spawn_driver<In>(
 where
     In: Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
 {
+    spawn_observed(kafka, limits, inbound, stop, RESPONSES, Observers::none())
+}
+
+/// [`spawn_driver`] with a response channel of `responses` and the given
+/// observers.
+fn spawn_observed<In>(
+    kafka: &FakeKafka,
+    limits: StreamLimits,
+    inbound: In,
+    stop: Stop,
+    responses: usize,
+    observers: Observers,
+) -> (tokio::task::JoinHandle<Summary>, ResponseStream)
+where
+    In: Stream<Item = Result<ProduceRequest, Status>> + Unpin + Send + 'static,
+{
     let kafka = kafka.clone();
-    let (responder, responses) = respond::channel(RESPONSES);
+    let (responder, responses) = respond::channel(responses);
     let task = tokio::spawn(async move {
         drive(
             &kafka,
@@ -239,7 +317,7 @@ where
             responder,
             stop,
             Caller::anonymous(),
-            &Observers::none(),
+            &observers,
         )
         .await
     });
@@ -261,6 +339,7 @@ fn limits(max_records: usize, max_bytes: usize) -> StreamLimits {
         max_record_bytes: 1_000,
         stall_timeout: Duration::from_secs(60),
         dead_letter: None,
+        transactions: TxnTimeouts::new(Duration::from_secs(60), Duration::from_secs(30)),
     }
 }
 
