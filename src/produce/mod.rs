@@ -5,7 +5,11 @@
 //!   a per-record error;
 //! - [`stream`] drives one gRPC stream: it reads batches, hands their records
 //!   to a [`Sender`] strictly in order through the [`window`], and releases one
-//!   response per batch, in order, through [`respond`];
+//!   response per batch, in order, through [`respond`]; on a transactional
+//!   stream its transaction steps (`stream/txn.rs`, the state machine written
+//!   down) begin, commit and abort through the same [`Sender`];
+//! - [`transactions`] hands each transactional id's producer to one stream
+//!   at a time;
 //! - [`kafka`] is the [`Sender`] that owns the shared librdkafka producer.
 //!
 //! The driver only knows the [`Sender`] trait, so its ordering and

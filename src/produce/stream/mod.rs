@@ -18,6 +18,12 @@
 //! bytes ([`Batches`] counts them, an empty batch as one record). A stream
 //! stuck on one record therefore stops reading, whatever its client sends,
 //! and HTTP/2 flow control holds the client back.
+//!
+//! The loop is here; its steps are beside it: [`accept`] reads one batch
+//! (checks, validation, the queue of records to hand over), [`answer`]
+//! turns each record's outcome into its answer, and [`txn`] holds the
+//! transaction steps of a transactional stream (its state machine is
+//! written down there).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
