@@ -159,6 +159,8 @@ fn a_dead_producer_is_destroyed_off_the_runtime() {
         assert_eq!(factory.built.load(Ordering::SeqCst), 2);
         drop(claim);
     });
+    // Dropping the runtime waits for its blocking pool.
+    drop(runtime);
     let dropped_on = factory.dropped_on.lock().unwrap().clone();
     assert_eq!(dropped_on.len(), 2, "the dead one, then the registry's");
     assert!(
