@@ -16,8 +16,10 @@ use rdkafka::ClientConfig;
 use crate::auth::SecurityArgs;
 use crate::error::Error;
 use crate::limits::{BATCH_OVERHEAD, Caps};
+use crate::produce::stream::TxnTimeouts;
 use crate::produce::transactions::TxnLimits;
 use crate::produce::{DeadLetter, Limits, StreamLimits};
+use crate::units::{parse_duration, parse_size};
 
 /// Loopback by default: a gateway on the embedded broker is a development
 /// tool. Set `0.0.0.0:50051` (the container image does) to serve others.
@@ -330,8 +332,11 @@ pub struct Config {
           value_parser = parse_duration, value_name = "DURATION")]
     pub transactional_idle_timeout: Duration,
 
-    /// How long starting a transactional producer, a commit or an abort may
-    /// take before it fails (the transaction is then aborted).
+    /// How long starting a transactional producer, or one commit or abort
+    /// call, may block. A commit that times out is resumed, up to 3 calls
+    /// in all; one still unfinished then has an unknown outcome (its
+    /// records get UNAVAILABLE with may_be_stored, see the README). At
+    /// shutdown, no call is waited for past half of --shutdown-timeout.
     #[arg(long, env = "KAFKA_GATEWAY_TRANSACTION_TIMEOUT", default_value = DEFAULT_TRANSACTION_CALL_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
     pub transaction_timeout: Duration,
@@ -419,6 +424,7 @@ impl Config {
                 topic: Arc::from(topic),
                 retriable: self.dead_letter_retriable,
             }),
+            transactions: TxnTimeouts::new(self.transaction_timeout, self.shutdown_timeout),
         }
     }
 
@@ -497,8 +503,8 @@ fn check_promise(key: &str, value: &str, idempotence: bool) -> Result<(), Error>
             Ok(())
         }
         "transactional.id" => refuse(
-            "one transactional id for the whole process would fence itself; transactions \
-             are not offered by this gateway yet",
+            "one transactional id for the whole process would fence itself; a stream names \
+             its own in ProduceRequest.transactional_id, and gets a producer of its own",
         ),
         "queuing.strategy" if !value.eq_ignore_ascii_case("fifo") => {
             refuse("any strategy but fifo sends records out of the order they were received")
@@ -518,46 +524,6 @@ fn parse_positive(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(err) => Err(format!("{err}")),
-    }
-}
-
-/// Parses `1048576`, `1MiB`, `1 MiB`, `512KB`, ...
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size; write e.g. 1048576, 512KiB or 16MiB"))?;
-    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
-    };
-    let size = number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if size == 0 {
-        return Err("must be larger than 0".into());
-    }
-    Ok(size)
-}
-
-/// Parses `500ms`, `30s`, `2m`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 30s or 2m"))?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        other => Err(format!("unknown duration unit {other:?}; use ms, s or m")),
     }
 }
 
@@ -652,19 +618,5 @@ mod tests {
         assert!(err.to_string().contains("--max-in-flight-bytes"), "{err}");
         assert!(parse(&["--max-in-flight-records", "0"]).is_err());
         assert!(parse(&["--partitioner", "round-robin"]).is_err());
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("512 kb"), Ok(512 << 10));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
-        assert!(parse_size("99999999999999GiB").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
     }
 }

@@ -101,6 +101,14 @@ pub enum StreamError {
          open a new stream to go on"
     )]
     TransactionFailed(String),
+    /// A commit did not finish within its bound: whether the transaction
+    /// committed is unknown, and the producer was retired.
+    #[error(
+        "the outcome of a commit is unknown ({0}): the transaction's records got \
+         UNAVAILABLE with may_be_stored; read them back with a read_committed consumer \
+         before sending them again, and open a new stream to go on"
+    )]
+    CommitOutcomeUnknown(String),
 }
 
 impl From<StreamError> for Status {
@@ -121,6 +129,7 @@ impl From<StreamError> for Status {
                 Status::aborted(message)
             }
             StreamError::TransactionMisuse(_) => Status::invalid_argument(message),
+            StreamError::CommitOutcomeUnknown(_) => Status::unavailable(message),
         }
     }
 }
@@ -139,7 +148,20 @@ impl StreamError {
             StreamError::TransactionTooLarge { .. } => "transaction_too_large",
             StreamError::TransactionMisuse(_) => "transaction_misuse",
             StreamError::TransactionFailed(_) => "transaction_failed",
+            StreamError::CommitOutcomeUnknown(_) => "commit_outcome_unknown",
         }
+    }
+
+    /// A transactional stream ended this way aborts every transaction whose
+    /// commit is not under way yet, even one its client asked to commit:
+    /// another stream owns the id now, or the producer cannot commit.
+    pub fn aborts_every_transaction(&self) -> bool {
+        matches!(
+            self,
+            StreamError::Fenced { .. }
+                | StreamError::TransactionFailed(_)
+                | StreamError::CommitOutcomeUnknown(_)
+        )
     }
 
     /// The gateway, not the client, ended the stream: the client may send

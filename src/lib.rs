@@ -50,6 +50,7 @@ pub mod produce;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod units;
 
 /// The generated protobuf and gRPC types of `kafka_gateway.v1`.
 pub mod proto {

@@ -9,6 +9,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 #[cfg(feature = "client")]
@@ -99,7 +100,15 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(config) => runtime.block_on(serve(*config)),
+        Command::Serve(config) => {
+            let result = runtime.block_on(serve(*config));
+            // The drain answered every stream within --shutdown-timeout; a
+            // transactional call may still hold a blocking thread (a commit
+            // to a broker gone silent, given up on at the drain's bound):
+            // do not wait for it.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
         #[cfg(feature = "client")]
         Command::Produce(args) => {
             let code = runtime.block_on(produce(args));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size};
 
 /// The claim that names the caller in a JWT: `sub` is the subject, which
 /// every issuer sets.

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Principal;
-use crate::config::parse_size;
+use crate::units::parse_size;
 
 /// What the policy file holds, for errors that must say how to fix it.
 const FORMAT_HINT: &str = "the file holds [[grant]] tables (principals, topics, \

@@ -48,10 +48,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    Compression, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT_RECORDS, parse_duration,
-};
+use crate::config::{Compression, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT_RECORDS};
 use crate::error::Error;
+use crate::units::parse_duration;
 
 /// Trials of each strategy by default: the fewest whose median ignores one
 /// disturbed trial and whose min and max still say how far apart they were.

@@ -29,9 +29,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::config::{parse_duration, parse_size};
 use crate::produce::validate::check_topic;
 use crate::proto::producer_client::ProducerClient;
+use crate::units::{parse_duration, parse_size};
 use connect::{ConnectArgs, Connection};
 use input::{Delimiter, Format, LineParser, LineReader, parse_delimiter};
 use pipeline::{Batching, InputEnd};

@@ -21,6 +21,9 @@ use crate::proto::{ErrorCode, ProduceResponse, RecordError, RecordResult, record
 use super::{Delivered, OutboundRecord, error_result, ok_result};
 use crate::telemetry::BatchTrace;
 
+/// A resolved record's topic and payload bytes, for the metrics.
+type Resolved = (Arc<str>, usize);
+
 /// Identifies one record of a stream.
 pub(super) struct Tag {
     /// Its batch's sequence number in this stream.
@@ -65,7 +68,10 @@ struct PendingBatch {
     /// What this batch adds to [`Batches::held_records`] and `held_bytes`.
     held: (usize, usize),
     /// Its share of the gateway's memory budget, given back with the
-    /// response.
+    /// response; on a transactional stream, as soon as every record is
+    /// delivered or failed (its bytes are then librdkafka's or gone, and
+    /// the open transaction must never wait for budget that only its
+    /// commit would free).
     _reservation: Option<Reservation>,
     /// With compact acks: the batch's topic, named once in the response and
     /// left out of the acks of records stored in it.
@@ -77,11 +83,39 @@ struct PendingBatch {
     trace: BatchTrace,
     /// Records and bytes per metric label set, counted when the batch ends.
     tally: Vec<(RecordLabels, u64, u64)>,
+    /// On a transactional stream: each record's topic and size, once
+    /// resolved. Its span and its metrics wait for the transaction's
+    /// verdict, so that they count what the client is told (an aborted
+    /// record as aborted, not as delivered).
+    awaiting_verdict: Option<Vec<Option<Resolved>>>,
+    /// The span ended and the metrics counted.
+    finished: bool,
 }
 
 impl PendingBatch {
+    /// Every record has a result: the batch ends now, or, awaiting its
+    /// transaction's verdict, gives its share of the budget back.
+    fn all_resolved(&mut self, metrics: &Metrics) {
+        if self.awaiting_verdict.is_some() {
+            self._reservation = None;
+        } else {
+            self.finish(metrics);
+        }
+    }
+
     /// Every record's result is known: the span ends, the metrics count.
     fn finish(&mut self, metrics: &Metrics) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if let Some(records) = self.awaiting_verdict.take() {
+            // The verdict: each record counted and traced as answered.
+            for (index, (result, record)) in self.results.iter().zip(records).enumerate() {
+                let (topic, size) = record.unwrap_or_else(|| (Arc::from(""), 0));
+                tally(&mut self.tally, &topic, size, result);
+                self.trace.record(index, result);
+            }
+        }
         self.trace.finish(self.results.len());
         metrics.batch_done(self.started.elapsed());
         for (labels, records, bytes) in self.tally.drain(..) {
@@ -106,6 +140,7 @@ impl Batches {
         let seq = self.front_seq + self.queue.len() as u64;
         let held_records = records.max(1);
         self.held_records += held_records;
+        let verdict = self.released.is_some();
         let mut batch = PendingBatch {
             batch_id,
             results: vec![RecordResult::default(); records],
@@ -117,9 +152,11 @@ impl Batches {
             started: Instant::now(),
             trace,
             tally: Vec::new(),
+            awaiting_verdict: verdict.then(|| vec![None; records]),
+            finished: false,
         };
         if records == 0 {
-            batch.finish(metrics);
+            batch.all_resolved(metrics);
         }
         self.queue.push_back(batch);
         seq
@@ -153,36 +190,13 @@ impl Batches {
     /// Puts a record's result in its slot.
     pub fn resolve(&mut self, tag: &Tag, result: RecordResult, metrics: &Metrics) {
         let batch = &mut self.queue[(tag.seq - self.front_seq) as usize];
-        let label = metrics::result_label(&result);
-        let topic = if metrics::topic_is_known(label) {
-            &*tag.topic
-        } else {
-            ""
-        };
-        // Most records of a batch share their topic and result: the last
-        // tally entry first.
-        let same = |(labels, _, _): &&mut (RecordLabels, u64, u64)| {
-            labels.result == label && labels.topic == topic
-        };
-        let entry = match batch.tally.last_mut() {
-            Some(last) if same(&last) => Some(last),
-            _ => batch.tally.iter_mut().find(same),
-        };
-        match entry {
-            Some((_, records, bytes)) => {
-                *records += 1;
-                *bytes += tag.size as u64;
+        match &mut batch.awaiting_verdict {
+            Some(records) => records[tag.index] = Some((tag.topic.clone(), tag.size)),
+            None => {
+                tally(&mut batch.tally, &tag.topic, tag.size, &result);
+                batch.trace.record(tag.index, &result);
             }
-            None => batch.tally.push((
-                RecordLabels {
-                    topic: topic.to_owned(),
-                    result: label,
-                },
-                1,
-                tag.size as u64,
-            )),
         }
-        batch.trace.record(tag.index, &result);
         let slot = &mut batch.results[tag.index];
         debug_assert!(
             slot.result.is_none(),
@@ -193,7 +207,7 @@ impl Batches {
         if std::mem::replace(slot, result).result.is_none() {
             batch.outstanding -= 1;
             if batch.outstanding == 0 {
-                batch.finish(metrics);
+                batch.all_resolved(metrics);
             }
         }
     }
@@ -236,9 +250,28 @@ impl Batches {
     }
 
     /// Lets the responses of the batches up to `seq` go: their transaction
-    /// was committed (or aborted and marked).
-    pub fn release_through(&mut self, seq: u64) {
+    /// was committed (or aborted and marked). Their spans end and their
+    /// records are counted.
+    pub fn release_through(&mut self, seq: u64, metrics: &Metrics) {
+        let from = self.first_unreleased();
+        let skip = (from - self.front_seq) as usize;
+        let take = (seq + 1).saturating_sub(from) as usize;
+        for batch in self.queue.iter_mut().skip(skip).take(take) {
+            batch.finish(metrics);
+        }
         self.released = Some(seq + 1);
+    }
+
+    /// Records and payload bytes of the batches not yet released: what the
+    /// open transactions of a transactional stream hold.
+    pub fn unreleased_held(&self) -> (usize, usize) {
+        let skip = (self.first_unreleased() - self.front_seq) as usize;
+        self.queue
+            .iter()
+            .skip(skip)
+            .fold((0, 0), |(records, bytes), batch| {
+                (records + batch.held.0, bytes + batch.held.1)
+            })
     }
 
     /// The first failed record of the unreleased batches up to `seq`:
@@ -263,11 +296,12 @@ impl Batches {
             })
     }
 
-    /// Marks every record of the unreleased batches up to `seq` as aborted
-    /// with `error`, but those that failed for a reason of their own (the
-    /// record, its topic or partition, its caller), and releases them. The
-    /// caller makes sure none of them is in librdkafka any more.
-    pub fn abort_through(&mut self, seq: u64, error: &RecordError, metrics: &Metrics) {
+    /// Gives every record of the unreleased batches up to `seq` the error
+    /// of their transaction's verdict (aborted, or its outcome unknown), but
+    /// those that failed for a reason of their own (the record, its topic or
+    /// partition, its caller), and releases them. The caller makes sure none
+    /// of them is in librdkafka any more.
+    pub fn fail_through(&mut self, seq: u64, error: &RecordError, metrics: &Metrics) {
         let from = self.first_unreleased();
         let skip = (from - self.front_seq) as usize;
         let take = (seq + 1).saturating_sub(from) as usize;
@@ -283,12 +317,9 @@ impl Batches {
                     *result = error_result(error.clone());
                 }
             }
-            if batch.outstanding > 0 {
-                batch.outstanding = 0;
-                batch.finish(metrics);
-            }
+            batch.outstanding = 0;
         }
-        self.release_through(seq);
+        self.release_through(seq, metrics);
     }
 
     /// The front batch's response, once all its records are resolved; what
@@ -324,5 +355,42 @@ impl Batches {
     /// Payload bytes of the unanswered batches' records.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+}
+
+/// Counts one record's result in a batch's tally: most records of a batch
+/// share their topic and result, so the last entry is tried first.
+fn tally(
+    tally: &mut Vec<(RecordLabels, u64, u64)>,
+    topic: &str,
+    size: usize,
+    result: &RecordResult,
+) {
+    let label = metrics::result_label(result);
+    let topic = if metrics::topic_is_known(label) {
+        topic
+    } else {
+        ""
+    };
+    let same = |(labels, _, _): &&mut (RecordLabels, u64, u64)| {
+        labels.result == label && labels.topic == topic
+    };
+    let entry = match tally.last_mut() {
+        Some(last) if same(&last) => Some(last),
+        _ => tally.iter_mut().find(same),
+    };
+    match entry {
+        Some((_, records, bytes)) => {
+            *records += 1;
+            *bytes += size as u64;
+        }
+        None => tally.push((
+            RecordLabels {
+                topic: topic.to_owned(),
+                result: label,
+            },
+            1,
+            size as u64,
+        )),
     }
 }

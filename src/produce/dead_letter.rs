@@ -31,7 +31,7 @@ use crate::proto::{self, ErrorCode, RecordError, RecordMetadata};
 use crate::telemetry::TRACEPARENT;
 
 use super::batches::{Batches, Tag};
-use super::stream::Summary;
+use super::summary::Summary;
 use super::window::{Limits, Window};
 use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result};
 

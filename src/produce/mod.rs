@@ -5,7 +5,11 @@
 //!   a per-record error;
 //! - [`stream`] drives one gRPC stream: it reads batches, hands their records
 //!   to a [`Sender`] strictly in order through the [`window`], and releases one
-//!   response per batch, in order, through [`respond`];
+//!   response per batch, in order, through [`respond`]; on a transactional
+//!   stream its transaction steps (`stream/txn.rs`, the state machine written
+//!   down) begin, commit and abort through the same [`Sender`];
+//! - [`transactions`] hands each transactional id's producer to one stream
+//!   at a time;
 //! - [`kafka`] is the [`Sender`] that owns the shared librdkafka producer.
 //!
 //! The driver only knows the [`Sender`] trait, so its ordering and
@@ -19,12 +23,14 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod respond;
 pub mod stream;
+mod summary;
 pub mod transactions;
 pub mod validate;
 pub mod window;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use completions::Completions;
 pub use dead_letter::DeadLetter;
@@ -36,7 +42,8 @@ use crate::telemetry::TraceHeaders;
 
 pub use caller::{Caller, Callers, Stamp};
 pub use respond::{Responder, ResponseStream};
-pub use stream::{Observers, Stop, StreamLimits, Summary, drive};
+pub use stream::{Observers, Stop, StreamLimits, drive};
+pub use summary::Summary;
 pub use window::Limits;
 
 /// A record that passed validation, ready for librdkafka.
@@ -114,48 +121,86 @@ pub trait Sender: Send + Sync + 'static {
     /// The transactional id, when records go through Kafka transactions:
     /// [`Sender::begin`] before the first record of each, then
     /// [`Sender::commit`] or [`Sender::abort`] once its records are all
-    /// delivered or failed.
+    /// delivered or failed. Each call is one librdkafka call, run off the
+    /// async runtime: it succeeds, or fails with a [`TxnErrorKind`] that
+    /// says what the caller does next (the driver's transaction steps, in
+    /// `stream/txn.rs`, decide; the sender never retries or aborts on its
+    /// own).
     fn transactional_id(&self) -> Option<&str> {
         None
     }
 
     /// Opens a transaction: records taken from now on belong to it.
-    fn begin(&self) -> Result<(), TxnError> {
-        Err(TxnError::not_transactional())
-    }
-
-    /// Commits the open transaction. When the commit fails, the
-    /// transaction is aborted (if the producer can still do so) and the
-    /// error says why.
-    fn commit(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
+    fn begin(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
         async { Err(TxnError::not_transactional()) }
     }
 
-    /// Aborts the open transaction: records not yet delivered are purged
-    /// (each reported as failed).
-    fn abort(&self) -> impl Future<Output = Result<(), TxnError>> + Send {
+    /// Commits the open transaction, blocking for at most `timeout`. A
+    /// [`TxnErrorKind::Retriable`] error means the commit goes on in the
+    /// background and its outcome is unknown: calling `commit` again
+    /// resumes it.
+    fn commit(&self, timeout: Duration) -> impl Future<Output = Result<(), TxnError>> + Send {
+        let _ = timeout;
         async { Err(TxnError::not_transactional()) }
+    }
+
+    /// Aborts the open transaction, blocking for at most `timeout`: records
+    /// not yet delivered are purged (each reported as failed). A
+    /// [`TxnErrorKind::Retriable`] error: calling `abort` again resumes it.
+    fn abort(&self, timeout: Duration) -> impl Future<Output = Result<(), TxnError>> + Send {
+        let _ = timeout;
+        async { Err(TxnError::not_transactional()) }
+    }
+
+    /// The producer is left where no transaction can follow (a commit whose
+    /// outcome is unknown, a call that failed for good): the next stream
+    /// with its transactional id gets a new one.
+    fn retire(&self, cause: &str) {
+        let _ = cause;
     }
 }
 
-/// Why a transaction could not be begun, committed or aborted.
+/// What a failed transactional call leaves the caller to do, in
+/// librdkafka's terms (`rd_kafka_error_is_retriable`,
+/// `rd_kafka_error_txn_requires_abort`, `rd_kafka_error_is_fatal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnErrorKind {
+    /// The call did not finish in time, or met a passing failure; it goes
+    /// on in the background, and calling it again resumes it. For a commit,
+    /// whether the transaction committed is unknown until then.
+    Retriable,
+    /// The transaction cannot commit (a record of it failed, the producer
+    /// lost its sequence): abort it; the producer goes on.
+    Abortable,
+    /// The producer cannot go on (fenced by a newer one with the same
+    /// transactional id, or failed): a new one must be built.
+    Fatal,
+    /// Kafka does not allow the gateway this transactional id (ACLs).
+    NotAuthorized,
+    /// Kafka or the gateway is set up so that transactions cannot work (a
+    /// cluster without transactions, a transaction timeout the brokers
+    /// refuse, a producer setting librdkafka rejects).
+    Misconfigured,
+}
+
+/// Why a transaction could not be begun, committed or aborted, or a
+/// transactional producer not built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnError {
     pub message: String,
-    /// Sending the whole transaction again can succeed.
-    pub retriable: bool,
-    /// The producer cannot go on (fenced by a newer one with the same
-    /// transactional id, or failed): the stream ends.
-    pub fatal: bool,
+    pub kind: TxnErrorKind,
 }
 
 impl TxnError {
-    fn not_transactional() -> Self {
+    pub fn new(kind: TxnErrorKind, message: impl Into<String>) -> Self {
         Self {
-            message: "not a transactional producer".into(),
-            retriable: false,
-            fatal: true,
+            message: message.into(),
+            kind,
         }
+    }
+
+    fn not_transactional() -> Self {
+        Self::new(TxnErrorKind::Fatal, "not a transactional producer")
     }
 }
 

@@ -44,7 +44,11 @@ use crate::proto::{self, ErrorCode};
 use crate::telemetry::TRACEPARENT;
 
 use super::classify::{self, fatal_record_error, record_error_from_kafka};
-use super::{Completions, Delivered, OutboundRecord, Sender, TrySendError, TxnError};
+use super::{Completions, Delivered, OutboundRecord, Sender, TrySendError};
+
+mod transactional;
+
+pub use transactional::TxnSender;
 
 /// A producer that failed fatally this many times within
 /// [`FAILING_WINDOW`] is considered broken: `/healthz` fails so that the
@@ -267,41 +271,6 @@ impl KafkaSender {
         }
     }
 
-    /// A producer of its own for the transactional id `id`, its
-    /// transactions initialized: any transaction a previous producer with
-    /// this id left open (a gateway that crashed, an older stream) is
-    /// aborted, and that producer fenced. Blocks for up to `timeout`.
-    pub fn transactional(
-        self: &Arc<Self>,
-        id: &str,
-        timeout: Duration,
-    ) -> Result<TxnSender, TxnError> {
-        let mut config = self.config.clone();
-        config
-            .set("transactional.id", id)
-            // The process-wide librdkafka metrics are the shared producer's.
-            .set("statistics.interval.ms", "0");
-        let state = Arc::new(GenerationState::default());
-        let producer: ThreadedProducer<GatewayContext> = config
-            .create_with_context(GatewayContext {
-                metrics: self.metrics.clone(),
-                check: Arc::new(Notify::new()),
-                state: state.clone(),
-            })
-            .map_err(|err| txn_error(&err))?;
-        producer
-            .init_transactions(timeout)
-            .map_err(|err| txn_error(&err))?;
-        self.metrics.transactional_producers(1);
-        Ok(TxnSender {
-            id: id.to_owned(),
-            producer: Arc::new(producer),
-            state,
-            main: self.clone(),
-            timeout,
-        })
-    }
-
     /// Records in librdkafka's queues or in flight to the brokers.
     pub fn in_flight_count(&self) -> i32 {
         self.current.load().producer.in_flight_count()
@@ -320,6 +289,7 @@ fn build(
         metrics: metrics.clone(),
         check: check.clone(),
         state: state.clone(),
+        transactional: false,
     })?;
     Ok(Generation {
         id,
@@ -378,139 +348,6 @@ impl Sender for KafkaSender {
             .expect("not poisoned")
             .insert(topic.to_owned());
         Ok(())
-    }
-}
-
-/// The producer of one transactional id: records go in its transactions.
-/// librdkafka runs one transaction at a time per producer, so each
-/// transactional stream has one of its own.
-pub struct TxnSender {
-    id: String,
-    producer: Arc<ThreadedProducer<GatewayContext>>,
-    state: Arc<GenerationState>,
-    /// The shared producer's sender, which makes sure of topics.
-    main: Arc<KafkaSender>,
-    /// How long a commit or an abort may take.
-    timeout: Duration,
-}
-
-impl TxnSender {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The producer failed for good (fenced, or a fatal error): it cannot
-    /// run another transaction.
-    pub fn is_dead(&self) -> bool {
-        self.producer.client().fatal_error().is_some()
-            || self.state.broken.get().is_some()
-            || self.state.fatal.get().is_some()
-    }
-
-    /// Ends the producer, off the runtime (its destruction waits for its
-    /// threads).
-    pub fn close(self: Arc<Self>) {
-        tokio::task::spawn_blocking(move || drop(self));
-    }
-}
-
-impl Drop for TxnSender {
-    fn drop(&mut self) {
-        self.main.metrics.transactional_producers(-1);
-    }
-}
-
-impl Sender for TxnSender {
-    fn try_send(
-        &self,
-        record: &OutboundRecord,
-        completions: &Arc<Completions>,
-        seq: u64,
-    ) -> Result<(), TrySendError> {
-        match enqueue(&self.producer, record, completions, seq) {
-            Ok(()) => Ok(()),
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                Err(TrySendError::QueueFull)
-            }
-            Err(err) => Err(rejected(&err, record)),
-        }
-    }
-
-    async fn ensure_topic(&self, topic: &str) -> Result<(), proto::RecordError> {
-        self.main.ensure_topic(topic).await
-    }
-
-    fn transactional_id(&self) -> Option<&str> {
-        Some(&self.id)
-    }
-
-    fn begin(&self) -> Result<(), TxnError> {
-        self.producer
-            .begin_transaction()
-            .map_err(|err| txn_error(&err))
-    }
-
-    async fn commit(&self) -> Result<(), TxnError> {
-        let (producer, timeout) = (self.producer.clone(), self.timeout);
-        tokio::task::spawn_blocking(move || {
-            let Err(err) = producer.commit_transaction(timeout) else {
-                return Ok(());
-            };
-            let mut error = txn_error(&err);
-            if !error.fatal {
-                // Not committed: abort, so that the producer can run the
-                // next transaction. If even that fails, it cannot.
-                if let Err(abort) = producer.abort_transaction(timeout) {
-                    error.message = format!(
-                        "{}; aborting it failed too: {}",
-                        error.message,
-                        txn_error(&abort).message
-                    );
-                    error.fatal = true;
-                }
-            }
-            Err(error)
-        })
-        .await
-        .unwrap_or_else(|err| Err(txn_panicked(&err)))
-    }
-
-    async fn abort(&self) -> Result<(), TxnError> {
-        let (producer, timeout) = (self.producer.clone(), self.timeout);
-        tokio::task::spawn_blocking(move || {
-            producer.abort_transaction(timeout).map_err(|err| {
-                let mut error = txn_error(&err);
-                // A producer that cannot abort cannot go on.
-                error.fatal = true;
-                error
-            })
-        })
-        .await
-        .unwrap_or_else(|err| Err(txn_panicked(&err)))
-    }
-}
-
-/// A transaction call's error from librdkafka's.
-fn txn_error(err: &KafkaError) -> TxnError {
-    match err {
-        KafkaError::Transaction(err) => TxnError {
-            message: format!("{} ({})", err.string(), err.name()),
-            retriable: err.is_retriable() || err.txn_requires_abort() || err.is_fatal(),
-            fatal: err.is_fatal(),
-        },
-        other => TxnError {
-            message: other.to_string(),
-            retriable: true,
-            fatal: other.rdkafka_error_code().is_some_and(classify::is_fatal),
-        },
-    }
-}
-
-fn txn_panicked(err: &tokio::task::JoinError) -> TxnError {
-    TxnError {
-        message: format!("the transaction call failed: {err}"),
-        retriable: true,
-        fatal: true,
     }
 }
 
@@ -583,6 +420,12 @@ struct GatewayContext {
     /// This producer's fate: once it failed fatally, every failure of its
     /// records says so.
     state: Arc<GenerationState>,
+    /// A transactional producer: only librdkafka's own fatal error ends it.
+    /// The errors an idempotent producer cannot survive (UNKNOWN_PRODUCER_ID,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH) only doom its
+    /// transaction (librdkafka's `txn_requires_abort`): it is aborted and
+    /// the producer goes on.
+    transactional: bool,
 }
 
 impl ClientContext for GatewayContext {
@@ -597,6 +440,7 @@ impl ClientContext for GatewayContext {
         // each of those reports names the fatal error.
         if let Some(code) = error.rdkafka_error_code()
             && classify::is_fatal(code)
+            && !self.transactional
         {
             let _ = self.state.broken.set(classify::named(code));
         }
@@ -634,7 +478,7 @@ impl GatewayContext {
             None => match err.rdkafka_error_code() {
                 // The producer cannot go on, whether or not librdkafka calls
                 // it fatal: have it replaced.
-                Some(code) if classify::is_fatal(code) => {
+                Some(code) if classify::is_fatal(code) && !self.transactional => {
                     let cause = classify::named(code);
                     let _ = self.state.broken.set(cause.clone());
                     self.check.notify_one();
