@@ -101,6 +101,12 @@ pub enum StreamError {
          open a new stream to go on"
     )]
     TransactionFailed(String),
+    /// A reload revoked the stream's credential, or its token expired.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A reload took back a grant the stream relies on.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl From<StreamError> for Status {
@@ -121,6 +127,8 @@ impl From<StreamError> for Status {
                 Status::aborted(message)
             }
             StreamError::TransactionMisuse(_) => Status::invalid_argument(message),
+            StreamError::Unauthenticated(_) => Status::unauthenticated(message),
+            StreamError::PermissionDenied(_) => Status::permission_denied(message),
         }
     }
 }
@@ -139,6 +147,8 @@ impl StreamError {
             StreamError::TransactionTooLarge { .. } => "transaction_too_large",
             StreamError::TransactionMisuse(_) => "transaction_misuse",
             StreamError::TransactionFailed(_) => "transaction_failed",
+            StreamError::Unauthenticated(_) => "revoked",
+            StreamError::PermissionDenied(_) => "not_authorized",
         }
     }
 
@@ -152,10 +162,17 @@ impl StreamError {
     }
 
     /// Sorts an error read from the inbound stream: a broken message ends the
-    /// stream with a status; anything else means the client went away, and
-    /// there is nobody left to tell (`None`).
+    /// stream with a status, as does a credential or grant revoked while it
+    /// was open (see `grpc::revocation`); anything else means the client
+    /// went away, and there is nobody left to tell (`None`).
     pub fn from_inbound(status: &Status) -> Option<StreamError> {
         match status.code() {
+            tonic::Code::Unauthenticated => {
+                Some(StreamError::Unauthenticated(status.message().to_owned()))
+            }
+            tonic::Code::PermissionDenied => {
+                Some(StreamError::PermissionDenied(status.message().to_owned()))
+            }
             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
                 Some(StreamError::BatchTooLarge(status.message().to_owned()))
             }

@@ -23,6 +23,13 @@
 //! are errors naming the file and line, so a typo cannot silently grant or
 //! deny.
 //!
+//! A file cut short must not load as a smaller policy (a reload that reads
+//! a file while it is being written, a copy that failed half-way): a policy
+//! whose last line does not end in a newline, or that grants nothing at
+//! all (an emptied file), is refused, and a reload that meets one keeps
+//! the policy it had. A cut inside a table leaves a value or a table
+//! incomplete, which TOML and the checks below refuse.
+//!
 //! The check runs per record, so it is plain string work on data built at
 //! load time: exact names in hash sets, prefixes in short lists. A stream
 //! holds a [`StreamAuthorizer`], which keeps only the grants naming its
@@ -133,6 +140,14 @@ impl Policy {
             ),
             None => origin.display().to_string(),
         };
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(format!(
+                "{}: line {}: the file does not end with a newline, so it may have been cut \
+                 short (a write still under way?); end its last line with a newline",
+                origin.display(),
+                text.matches('\n').count() + 1
+            ));
+        }
         let file: PolicyFile = toml::from_str(text).map_err(|err| {
             format!(
                 "{}: {}; {FORMAT_HINT}",
@@ -223,6 +238,14 @@ impl Policy {
                     records_per_sec,
                     bytes_per_sec,
                 },
+            ));
+        }
+        if rules.grants.is_empty() {
+            return Err(format!(
+                "{}: the policy has no [[grant]], so it would deny every caller everything; \
+                 an empty or cut-short file is refused (to lock everyone out on purpose, stop \
+                 the gateway instead); {FORMAT_HINT}",
+                origin.display()
             ));
         }
         Ok(Self { rules: Some(rules) })
@@ -505,9 +528,37 @@ records_per_sec = 10
         // "*" means any authenticated caller, never an anonymous one.
         assert!(!policy.allows_topic(None, "public"));
         assert!(!policy.allows_transactional_id(None, "orders-1"));
-        let empty = parse("").unwrap();
-        assert!(!empty.is_open());
-        assert!(!empty.allows_topic(Some(&who("admin")), "orders"));
+    }
+
+    #[test]
+    fn a_file_cut_short_is_refused_rather_than_loaded_as_a_smaller_policy() {
+        // An emptied file would deny everyone everything.
+        for empty in ["", "\n", "# nothing yet\n"] {
+            let err = parse(empty).unwrap_err();
+            assert!(err.contains("no [[grant]]"), "{err}");
+        }
+        // Quotas alone grant nothing either.
+        let err = parse("[[quota]]\nprincipals = [\"a\"]\nrecords_per_sec = 5\n").unwrap_err();
+        assert!(err.contains("no [[grant]]"), "{err}");
+        // Cut in the middle of its last line: "100000" became "10".
+        let whole = "[[grant]]\nprincipals = [\"a\"]\ntopics = [\"t\"]\n\n[[quota]]\nprincipals = [\"a\"]\nrecords_per_sec = 100000\n";
+        assert!(parse(whole).is_ok());
+        let cut = &whole[..whole.len() - 5];
+        let err = parse(cut).unwrap_err();
+        assert!(
+            err.starts_with("policy.toml: line 7:") && err.contains("newline"),
+            "{err}"
+        );
+        // Cut at every other byte: never a smaller policy that loads, except
+        // at a line's end, where the tables must still each be whole.
+        for end in 1..whole.len() {
+            let text = &whole[..end];
+            if let Ok(policy) = parse(text) {
+                assert!(text.ends_with('\n'), "{text:?} loaded");
+                let rules = policy.rules.as_ref().unwrap();
+                assert_eq!(rules.grants.len(), 1, "{text:?}");
+            }
+        }
     }
 
     #[test]

@@ -870,32 +870,39 @@ struct StreamState<'a> {
 impl StreamState<'_> {
     /// A record refused before it reached librdkafka: answered now, or, when
     /// it is `parked`, queued in its turn with its failure, to be written to
-    /// the dead-letter topic in stream order.
+    /// the dead-letter topic in stream order. Returns the payload bytes the
+    /// dead-letter topic is to get, which the caller's quota is charged for
+    /// like a record sent.
     fn refuse(
         &mut self,
         tag: Tag,
         error: RecordError,
         parked: Option<OutboundRecord>,
         metrics: &Metrics,
-    ) {
+    ) -> Option<u64> {
         match parked {
             Some(record) => {
                 let tag = Tag {
                     failed: Some(Box::new(error)),
                     ..tag
                 };
+                let size = record.size as u64;
                 self.pending.push_back((tag, record));
+                Some(size)
             }
             None => {
                 self.summary.records_failed += 1;
                 self.batches.resolve(&tag, error_result(error), metrics);
+                None
             }
         }
     }
 }
 
 /// Validates a batch, opens its response and its span, and queues its
-/// valid records; returns how many records and payload bytes it queued.
+/// valid records; returns how many records and payload bytes it queued,
+/// those queued for the dead-letter topic included: the caller's quota is
+/// charged for all of them before any is handed over.
 async fn accept<S: Sender>(
     sender: &S,
     limits: &StreamLimits,
@@ -1001,7 +1008,10 @@ async fn accept<S: Sender>(
                     };
                     let parked = parks(&error)
                         .then(|| keep(validate::refused(record, size, &default_topic)));
-                    stream.refuse(tag, error, parked, metrics);
+                    if let Some(bytes) = stream.refuse(tag, error, parked, metrics) {
+                        queued += 1;
+                        queued_bytes += bytes;
+                    }
                     continue;
                 }
             };
@@ -1043,7 +1053,10 @@ async fn accept<S: Sender>(
         match failure {
             Some(error) => {
                 let parked = parks(&error).then(|| keep(record));
-                stream.refuse(tag, error, parked, metrics);
+                if let Some(bytes) = stream.refuse(tag, error, parked, metrics) {
+                    queued += 1;
+                    queued_bytes += bytes;
+                }
             }
             None => {
                 record.trace_headers = trace_headers.clone();
@@ -1703,6 +1716,7 @@ mod tests {
             dead_letter: Some(DeadLetter {
                 topic: Arc::from(topic),
                 retriable,
+                not_authorized: true,
             }),
             ..limits(100, 100_000)
         }
