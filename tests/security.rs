@@ -1349,15 +1349,32 @@ fn insecure_settings_are_refused_or_said_out_loud() {
     let dir = TempDir::new();
     let signer = Signer::new("k1");
     let jwks_file = dir.write("jwks.json", jwks(&[&signer]));
-    let output = common::binary::command(
+    // Started on its own, so that a gateway that does start is stopped
+    // rather than waited for.
+    let mut child = common::binary::command(
         "serve",
         &["--listen", "127.0.0.1:0", "--jwt-jwks", &path(&jwks_file)],
         &[],
     )
-    .output()
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started with --jwt-jwks and no --jwt-audience");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("--jwt-audience"), "{stderr}");
 
     let keys = dir.write(
