@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 
 use crate::auth::SecurityArgs;
 use crate::error::Error;
-use crate::limits::{BATCH_OVERHEAD, Caps};
+use crate::limits::{AdmissionArgs, BATCH_OVERHEAD, Caps};
 use crate::produce::stream::TxnTimeouts;
 use crate::produce::transactions::TxnLimits;
 use crate::produce::{DeadLetter, Limits, StreamLimits};
@@ -300,7 +300,8 @@ pub struct Config {
     pub stall_timeout: Duration,
 
     /// Topic where the gateway parks records that failed for good (invalid,
-    /// too large, unknown topic or partition, not authorized): each failed
+    /// too large, unknown topic or partition; refused by the policy only
+    /// with --dead-letter-not-authorized): each failed
     /// record is written there, key, value and headers unchanged plus
     /// headers naming the cause, in stream order, and its error result says
     /// where it was parked. The client still gets the error. A batch can opt
@@ -318,6 +319,17 @@ pub struct Config {
         requires = "dead_letter_topic"
     )]
     pub dead_letter_retriable: bool,
+
+    /// Also park records the --authz-policy refused (NOT_AUTHORIZED). Off
+    /// by default: the caller may not write their topic, and parking them
+    /// writes them, with the gateway's own Kafka credentials, to the
+    /// dead-letter topic. Parked records count against the caller's quota.
+    #[arg(
+        long,
+        env = "KAFKA_GATEWAY_DEAD_LETTER_NOT_AUTHORIZED",
+        requires = "dead_letter_topic"
+    )]
+    pub dead_letter_not_authorized: bool,
 
     /// Transactional streams open at once. Each holds a Kafka producer of
     /// its own (librdkafka runs one transaction per producer); one more
@@ -340,6 +352,10 @@ pub struct Config {
     #[arg(long, env = "KAFKA_GATEWAY_TRANSACTION_TIMEOUT", default_value = DEFAULT_TRANSACTION_CALL_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]
     pub transaction_timeout: Duration,
+
+    /// What unauthenticated callers, and each principal, may hold.
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
 
     /// TLS, client certificates, tokens, authorization and quotas.
     #[command(flatten)]
@@ -423,6 +439,7 @@ impl Config {
             dead_letter: self.dead_letter_topic.as_deref().map(|topic| DeadLetter {
                 topic: Arc::from(topic),
                 retriable: self.dead_letter_retriable,
+                not_authorized: self.dead_letter_not_authorized,
             }),
             transactions: TxnTimeouts::new(self.transaction_timeout, self.shutdown_timeout),
         }
@@ -445,6 +462,7 @@ impl Config {
             max_streams_per_connection: self.max_streams_per_connection,
             max_total_in_flight_bytes: self.max_total_in_flight_bytes,
             max_batch_bytes: self.max_batch_bytes,
+            admission: self.admission,
         }
     }
 

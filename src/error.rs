@@ -109,6 +109,12 @@ pub enum StreamError {
          before sending them again, and open a new stream to go on"
     )]
     CommitOutcomeUnknown(String),
+    /// A reload revoked the stream's credential, or its token expired.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A reload took back a grant the stream relies on.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl From<StreamError> for Status {
@@ -130,6 +136,8 @@ impl From<StreamError> for Status {
             }
             StreamError::TransactionMisuse(_) => Status::invalid_argument(message),
             StreamError::CommitOutcomeUnknown(_) => Status::unavailable(message),
+            StreamError::Unauthenticated(_) => Status::unauthenticated(message),
+            StreamError::PermissionDenied(_) => Status::permission_denied(message),
         }
     }
 }
@@ -149,6 +157,8 @@ impl StreamError {
             StreamError::TransactionMisuse(_) => "transaction_misuse",
             StreamError::TransactionFailed(_) => "transaction_failed",
             StreamError::CommitOutcomeUnknown(_) => "commit_outcome_unknown",
+            StreamError::Unauthenticated(_) => "revoked",
+            StreamError::PermissionDenied(_) => "not_authorized",
         }
     }
 
@@ -174,10 +184,17 @@ impl StreamError {
     }
 
     /// Sorts an error read from the inbound stream: a broken message ends the
-    /// stream with a status; anything else means the client went away, and
-    /// there is nobody left to tell (`None`).
+    /// stream with a status, as does a credential or grant revoked while it
+    /// was open (see `grpc::revocation`); anything else means the client
+    /// went away, and there is nobody left to tell (`None`).
     pub fn from_inbound(status: &Status) -> Option<StreamError> {
         match status.code() {
+            tonic::Code::Unauthenticated => {
+                Some(StreamError::Unauthenticated(status.message().to_owned()))
+            }
+            tonic::Code::PermissionDenied => {
+                Some(StreamError::PermissionDenied(status.message().to_owned()))
+            }
             tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
                 Some(StreamError::BatchTooLarge(status.message().to_owned()))
             }

@@ -6,9 +6,18 @@
 //! streams ended. librdkafka's: its queue, and per broker the round-trip
 //! time, retries, errors and connection state, from its statistics
 //! (`statistics.interval.ms`).
+//!
+//! No label value is the client's to choose. A `topic` label names a topic
+//! only once a record of it was acked (so the topic exists and a caller was
+//! allowed to write it), and at most [`MAX_TOPIC_LABELS`] topics; every
+//! other record (a topic never acked, refused by the policy, invalid or
+//! unknown, or past the cap) counts under `topic=""`, which no Kafka topic
+//! can be called. Principals are authenticated names, never the client's
+//! say; reasons, results and codes are fixed sets.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,13 +29,18 @@ use rdkafka::statistics::Statistics;
 
 use crate::proto::{ErrorCode, RecordResult, record_result};
 
+/// Topics that may be label values: beyond this many, records of further
+/// topics count under `topic=""`. Bounds the series of the topic-labelled
+/// families whatever the cluster holds.
+pub const MAX_TOPIC_LABELS: usize = 1_000;
+
 /// What a `/metrics` response declares.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
-    /// The record's topic; empty when the topic is not one Kafka knows
-    /// (invalid or unknown), so clients cannot grow the label set at will.
+    /// The record's topic, once a record of it was acked; else empty (see
+    /// the module's doc), so clients cannot grow the label set at will.
     pub topic: String,
     /// `ok`, or the error code in lower case (`timed_out`, ...).
     pub result: &'static str,
@@ -62,7 +76,7 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadLetterLabels {
-    /// The record's own topic; empty when it is not one Kafka knows, as in
+    /// The record's own topic; empty unless a record of it was acked, as in
     /// [`RecordLabels`].
     pub topic: String,
     /// Why it failed: the error code in lower case (`invalid_record`, ...).
@@ -105,6 +119,9 @@ pub struct Metrics {
     transactions: Family<OutcomeLabels, Counter>,
     throttled: Family<PrincipalLabels, Counter<f64, AtomicU64>>,
     auth_failures: Family<ReasonLabels, Counter>,
+    /// The topics that may be label values: acked at least once, at most
+    /// [`MAX_TOPIC_LABELS`].
+    labelled_topics: RwLock<HashSet<Box<str>>>,
     librdkafka: LibrdkafkaMetrics,
 }
 
@@ -271,7 +288,42 @@ impl Metrics {
             transactions,
             throttled,
             auth_failures,
+            labelled_topics: RwLock::default(),
             librdkafka,
+        }
+    }
+
+    /// A record of `topic` was acked: the topic exists and its caller was
+    /// allowed to write it, so it may be a label value (while fewer than
+    /// [`MAX_TOPIC_LABELS`] are).
+    pub fn topic_acked(&self, topic: &str) {
+        if topic.is_empty() || self.is_labelled(topic) {
+            return;
+        }
+        let mut topics = self
+            .labelled_topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if topics.len() < MAX_TOPIC_LABELS {
+            topics.insert(topic.into());
+        }
+    }
+
+    /// Whether `topic` may be a label value.
+    fn is_labelled(&self, topic: &str) -> bool {
+        self.labelled_topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(topic)
+    }
+
+    /// The `topic` label of a record of `topic` whose result (or error
+    /// code) has the label `result`: the topic, or `""`.
+    fn topic_label<'a>(&self, topic: &'a str, result: &'static str) -> &'a str {
+        if topic_is_known(result) && self.is_labelled(topic) {
+            topic
+        } else {
+            ""
         }
     }
 
@@ -287,7 +339,7 @@ impl Metrics {
     /// A failed record of `topic` (its error's metric label `code`) was
     /// written to the dead-letter topic, or not (`parked` false).
     pub fn dead_letter(&self, topic: &str, code: &'static str, parked: bool) {
-        let topic = if topic_is_known(code) { topic } else { "" };
+        let topic = self.topic_label(topic, code);
         self.dead_letters
             .get_or_create(&DeadLetterLabels {
                 topic: topic.to_owned(),
@@ -371,8 +423,23 @@ impl Metrics {
         text
     }
 
-    /// Counts `records` results of `bytes` payload bytes.
+    /// Counts `records` results of `bytes` payload bytes; `labels.topic`
+    /// becomes `""` unless it may be a label value.
     pub fn records(&self, labels: &RecordLabels, records: u64, bytes: u64) {
+        if labels.result == "ok" {
+            self.topic_acked(&labels.topic);
+        }
+        let unlabelled;
+        let labelled = !self.topic_label(&labels.topic, labels.result).is_empty();
+        let labels = if labelled || labels.topic.is_empty() {
+            labels
+        } else {
+            unlabelled = RecordLabels {
+                topic: String::new(),
+                result: labels.result,
+            };
+            &unlabelled
+        };
         self.records.get_or_create(labels).inc_by(records);
         self.record_bytes.get_or_create(labels).inc_by(bytes);
     }
@@ -566,9 +633,14 @@ pub fn code_label(code: i32) -> &'static str {
     }
 }
 
-/// Whether a result names a topic Kafka knows, so it may be a label value.
+/// Whether a result leaves the record's topic a possible label value: not
+/// when the topic is invalid or unknown, nor when the caller was not allowed
+/// to write it (whatever topic it named).
 pub fn topic_is_known(result: &'static str) -> bool {
-    !matches!(result, "invalid_record" | "unknown_topic")
+    !matches!(
+        result,
+        "invalid_record" | "unknown_topic" | "not_authorized"
+    )
 }
 
 #[cfg(test)]
@@ -595,6 +667,7 @@ mod tests {
             topic: "orders".into(),
             result,
         };
+        metrics.topic_acked("orders");
         metrics.records(&labels("ok"), 3, 300);
         metrics.records(&labels("timed_out"), 1, 10);
         metrics.batch_done(std::time::Duration::from_millis(3));
@@ -618,5 +691,64 @@ mod tests {
                 .lines()
                 .any(|l| l == "kafka_gateway_open_streams 0")
         );
+    }
+
+    #[test]
+    fn topic_labels_are_only_topics_that_were_acked_and_are_bounded() {
+        let metrics = Metrics::new();
+        let labels = |topic: &str, result| RecordLabels {
+            topic: topic.into(),
+            result,
+        };
+        // Denied, failed before any ack, invalid: none names its topic.
+        metrics.records(&labels("secret-plans", "not_authorized"), 1, 10);
+        metrics.records(&labels("random-1", "timed_out"), 1, 10);
+        metrics.records(&labels("bad name", "invalid_record"), 1, 10);
+        metrics.dead_letter("random-2", "not_authorized", true);
+        metrics.dead_letter("random-3", "unknown_partition", true);
+        // Once acked, a topic is a label value, except for records the
+        // caller was not allowed to write.
+        metrics.topic_acked("orders");
+        metrics.records(&labels("orders", "timed_out"), 1, 10);
+        metrics.records(&labels("orders", "not_authorized"), 1, 10);
+        metrics.dead_letter("orders", "unknown_partition", true);
+        let text = metrics.encode();
+        for line in [
+            r#"kafka_gateway_records_total{topic="",result="not_authorized"} 2"#,
+            r#"kafka_gateway_records_total{topic="",result="timed_out"} 1"#,
+            r#"kafka_gateway_records_total{topic="",result="invalid_record"} 1"#,
+            r#"kafka_gateway_records_total{topic="orders",result="timed_out"} 1"#,
+            r#"kafka_gateway_dead_letter_records_total{topic="",code="not_authorized",outcome="parked"} 1"#,
+            r#"kafka_gateway_dead_letter_records_total{topic="",code="unknown_partition",outcome="parked"} 1"#,
+            r#"kafka_gateway_dead_letter_records_total{topic="orders",code="unknown_partition",outcome="parked"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        for name in [
+            "secret-plans",
+            "random-1",
+            "random-2",
+            "random-3",
+            "bad name",
+        ] {
+            assert!(!text.contains(name), "{name} became a label:\n{text}");
+        }
+
+        // At most MAX_TOPIC_LABELS topics, however many are acked.
+        for n in 0..MAX_TOPIC_LABELS + 50 {
+            let topic = format!("t{n}");
+            metrics.topic_acked(&topic);
+            metrics.records(&labels(&topic, "ok"), 1, 1);
+        }
+        let series = metrics
+            .encode()
+            .lines()
+            .filter(|l| {
+                l.starts_with("kafka_gateway_records_total{") && l.contains(r#"result="ok""#)
+            })
+            .count();
+        // "orders" took one of the labels: 999 of these topics got one, the
+        // rest share topic="".
+        assert_eq!(series, MAX_TOPIC_LABELS - 1 + 1);
     }
 }

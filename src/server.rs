@@ -130,7 +130,16 @@ pub async fn run(
             security.principal_header.clone(),
         ),
         Transactions::new(sender.clone(), config.txn_limits()),
-    );
+    )
+    .with_revocation(grpc::revocation::Revocation::new(
+        security.authenticator.clone(),
+        Callers::new(
+            security.policy.clone(),
+            security.quotas.clone(),
+            security.principal_header.clone(),
+        ),
+        security.reloader.subscribe(),
+    ));
     // Reflection describes the gateway's API and health checking, in both
     // protocol versions tools still use.
     let reflection = || {

@@ -142,8 +142,13 @@ async fn calls_over_the_connection_and_stream_caps_are_refused_naming_the_flag()
     let topic = gateway.topic("caps").await;
     let mut first = gateway.client().await;
     let mut second = gateway.client().await;
+    // A connection counts against --max-connections from its first call.
+    for client in [&mut first, &mut second] {
+        let served = produce_stream(client, vec![batch(0, &topic, vec![record("k", "v")])]).await;
+        ok(&served[0].as_ref().unwrap().results[0]);
+    }
 
-    // A third connection is served only to refuse its calls.
+    // A third connection's calls are refused.
     let mut third = gateway.client().await;
     let refused = produce_stream(&mut third, vec![batch(1, &topic, vec![record("k", "v")])]).await;
     let status = refused[0].as_ref().unwrap_err();
@@ -204,6 +209,205 @@ async fn calls_over_the_connection_and_stream_caps_are_refused_naming_the_flag()
     let served = produce_stream(&mut second, vec![batch(10, &topic, vec![record("k", "v")])]).await;
     ok(&served[0].as_ref().unwrap().results[0]);
     drop(open);
+    gateway.stop().await.unwrap();
+}
+
+/// Opens a health `Watch` stream on a connection of its own and reads its
+/// first answer, so that the gateway holds the stream.
+async fn watch(gateway: &TestGateway) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let mut health = HealthClient::new(second_channel(gateway).await);
+    let mut stream = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("a Watch stream is served")
+        .into_inner();
+    stream.message().await.unwrap().expect("a first status");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_streams_have_their_own_cap_and_never_take_produce_slots() {
+    let gateway = start_gateway(&[
+        "--max-streams",
+        "2",
+        "--max-probe-streams",
+        "3",
+        "--unauthenticated-stream-timeout",
+        "2s",
+    ])
+    .await;
+    let topic = gateway.topic("probes").await;
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        watches.push(watch(&gateway).await);
+    }
+    // A fourth is refused, naming its own flag.
+    let mut health = HealthClient::new(second_channel(&gateway).await);
+    let status = match health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+    {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-probe-streams"),
+        "{}",
+        status.message()
+    );
+    // Every --max-streams slot is still there for Produce.
+    let mut client = gateway.client().await;
+    let mut open = Vec::new();
+    for b in 0..2 {
+        let (mut responses, feeder) = open_stream(
+            &mut client,
+            vec![batch(b, &topic, vec![record("k", "while watched")])],
+        )
+        .await;
+        ok(&responses.message().await.unwrap().unwrap().results[0]);
+        open.push((responses, feeder));
+    }
+    // Health checks are never refused.
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("Check is exempt from every cap");
+
+    // Without credentials, a Watch stream ends at its lifetime.
+    let started = Instant::now();
+    let ended = loop {
+        match watches[0].message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    let lasted = started.elapsed();
+    eprintln!("an unauthenticated Watch stream ended after {lasted:?}: {ended:?}");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("--unauthenticated-stream-timeout"),
+        "{}",
+        ended.message()
+    );
+    assert!(lasted < Duration::from_secs(5), "{lasted:?}");
+    let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"kafka_gateway_limit_refused_total{limit="probe_streams"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    for (_, feeder) in open {
+        feeder.abort();
+    }
+    gateway.stop().await.unwrap();
+}
+
+/// Opens `n` TCP connections to `addr` that send `preface` (perhaps
+/// nothing) and then nothing more.
+async fn silent_sockets(
+    addr: std::net::SocketAddr,
+    n: usize,
+    preface: &[u8],
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if !preface.is_empty() {
+            socket.write_all(preface).await.unwrap();
+        }
+        sockets.push(socket);
+    }
+    sockets
+}
+
+/// How many of `sockets` the server has closed (a read returns end of
+/// file or an error at once).
+async fn closed(sockets: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for socket in sockets {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(20), socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                // The server's SETTINGS and the like: read on.
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    closed
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: a client that
+/// spoke HTTP/2 and then went quiet.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unauthenticated_sockets_cannot_keep_a_client_out() {
+    let gateway = start_gateway(&[
+        "--max-connections",
+        "4",
+        "--max-unauthenticated-connections",
+        "8",
+        "--handshake-timeout",
+        "1s",
+    ])
+    .await;
+    let topic = gateway.topic("silent").await;
+    // More silent sockets than both caps, then more that spoke HTTP/2 and
+    // went quiet: all from this one address.
+    let mut silent = silent_sockets(gateway.addr, 30, b"").await;
+    let mut quiet = silent_sockets(gateway.addr, 30, H2_PREFACE).await;
+    let started = Instant::now();
+    let mut client = gateway.client().await;
+    let served = produce_stream(&mut client, vec![batch(0, &topic, vec![record("k", "v")])]).await;
+    let first_ack = started.elapsed();
+    ok(&served[0].as_ref().unwrap().results[0]);
+    eprintln!("60 idle sockets: a client's first ack after {first_ack:?}");
+    assert!(first_ack < Duration::from_secs(5), "{first_ack:?}");
+
+    // The silent ones are closed by the handshake timeout, the quiet ones
+    // made room for newer connections; none holds a --max-connections slot.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (closed_silent, closed_quiet) = (closed(&mut silent).await, closed(&mut quiet).await);
+    eprintln!("closed: {closed_silent} of 30 silent, {closed_quiet} of 30 quiet");
+    assert_eq!(
+        closed_silent, 30,
+        "a silent socket outlived --handshake-timeout"
+    );
+    assert!(closed_quiet >= 30 - 8, "{closed_quiet} of 30 closed");
+    let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, r#"kafka_gateway_limit_current{limit="connections"}"#),
+        Some(1.0),
+        "only the client counts: {text}"
+    );
+    // Four real clients still fit.
+    let mut clients = vec![client];
+    for b in 1..4 {
+        let mut client = gateway.client().await;
+        let served =
+            produce_stream(&mut client, vec![batch(b, &topic, vec![record("k", "v")])]).await;
+        ok(&served[0].as_ref().unwrap().results[0]);
+        clients.push(client);
+    }
+    drop((silent, quiet, clients));
     gateway.stop().await.unwrap();
 }
 

@@ -467,7 +467,10 @@ fn base64_url(value: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_right_and_wrong_and_the_principal_header_cannot_be_forged() {
     let dir = TempDir::new();
-    let keys = dir.write("api-keys", api_key_line("loader", "s3cret-loader-key"));
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("loader", "s3cret-loader-key-0123456789"),
+    );
     let gateway = start_gateway(&[
         "--api-keys",
         &path(&keys),
@@ -480,23 +483,24 @@ async fn api_keys_right_and_wrong_and_the_principal_header_cannot_be_forged() {
 
     let wrong = send(
         channel.clone(),
-        Some("s3cret-but-wrong"),
+        Some("s3cret-but-wrong-0123456789"),
         vec![batch(0, &topic, vec![record("k", "v")])],
     )
     .await;
-    assert_unauthenticated(&wrong, "unknown API key", "s3cret-but-wrong");
+    assert_unauthenticated(&wrong, "unknown API key", "s3cret-but-wrong-0123456789");
 
-    // The client tries to pass as someone else: its header of that name is
-    // dropped, the gateway's is added once.
+    // The client tries to pass as someone else: its headers of that name,
+    // in any case, are dropped, the gateway's is added once.
     let mut forged = record("k", "v");
     forged.headers = vec![
         header("before", b"1"),
         header("x-principal", b"admin"),
+        header("X-Principal", b"admin"),
         header("after", b"2"),
     ];
     let responses = send(
         channel,
-        Some("s3cret-loader-key"),
+        Some("s3cret-loader-key-0123456789"),
         vec![batch(1, &topic, vec![forged])],
     )
     .await;
@@ -520,7 +524,8 @@ async fn a_quota_slows_its_caller_without_errors_and_leaves_others_alone() {
     let dir = TempDir::new();
     let keys = dir.write(
         "api-keys",
-        api_key_line("slow", "slow-key-0001") + &api_key_line("fast", "fast-key-0001"),
+        api_key_line("slow", "slow-key-0001-0123456789ab")
+            + &api_key_line("fast", "fast-key-0001-0123456789ab"),
     );
     let policy = dir.write(
         "policy.toml",
@@ -564,7 +569,10 @@ records_per_sec = 10000000
             (started.elapsed(), responses)
         })
     };
-    let (slow, fast) = (run("slow-key-0001"), run("fast-key-0001"));
+    let (slow, fast) = (
+        run("slow-key-0001-0123456789ab"),
+        run("fast-key-0001-0123456789ab"),
+    );
     let (slow_took, slow_responses) = slow.await.unwrap();
     let (fast_took, fast_responses) = fast.await.unwrap();
     for responses in [&slow_responses, &fast_responses] {
@@ -660,7 +668,10 @@ async fn sighup_reloads_the_policy_and_an_open_stream_keeps_running() {
     let broker = TestKafka::start();
     let (granted, later) = (broker.topic("granted").await, broker.topic("later").await);
     let dir = TempDir::new();
-    let keys = dir.write("api-keys", api_key_line("app", "app-key-0001"));
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("app", "app-key-0001-0123456789abc"),
+    );
     let grant =
         |topics: &[&str]| format!("[[grant]]\nprincipals = [\"app\"]\ntopics = {topics:?}\n");
     let policy = dir.write("policy.toml", grant(&[&granted]));
@@ -681,9 +692,10 @@ async fn sighup_reloads_the_policy_and_an_open_stream_keeps_running() {
     let channel = plain_channel(&served.grpc).await;
     let (tx, rx) = mpsc::channel(4);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer app-key-0001".parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer app-key-0001-0123456789abc".parse().unwrap(),
+    );
     let mut responses = ProducerClient::new(channel)
         .produce(request)
         .await
@@ -818,7 +830,8 @@ async fn transactional_ids_are_granted_per_principal_so_none_fences_another() {
     let dir = TempDir::new();
     let keys = dir.write(
         "api-keys",
-        api_key_line("alice", "alice-key-0001") + &api_key_line("bob", "bob-key-0001"),
+        api_key_line("alice", "alice-key-0001-0123456789a")
+            + &api_key_line("bob", "bob-key-0001-0123456789abc"),
     );
     let policy = dir.write(
         "policy.toml",
@@ -844,14 +857,14 @@ transactional_ids = ["alice-*"]
     };
     let responses = send(
         plain_channel(gateway.addr).await,
-        Some("alice-key-0001"),
+        Some("alice-key-0001-0123456789a"),
         vec![transactional("alice-orders")],
     )
     .await;
     assert_eq!(all_acks(&responses).len(), 1, "{responses:?}");
     for (key, id, who) in [
-        ("alice-key-0001", "bob-orders", "alice"),
-        ("bob-key-0001", "alice-orders", "bob"),
+        ("alice-key-0001-0123456789a", "bob-orders", "alice"),
+        ("bob-key-0001-0123456789abc", "alice-orders", "bob"),
     ] {
         let responses = send(
             plain_channel(gateway.addr).await,
@@ -870,4 +883,513 @@ transactional_ids = ["alice-*"]
         );
     }
     gateway.stop().await.unwrap();
+}
+
+/// A stream opened with `token`, fed through the returned sender.
+async fn open_with(
+    channel: Channel,
+    token: Option<&str>,
+) -> (
+    mpsc::Sender<ProduceRequest>,
+    tonic::Streaming<ProduceResponse>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let responses = ProducerClient::new(channel)
+        .produce(request)
+        .await
+        .expect("the stream is accepted")
+        .into_inner();
+    (tx, responses)
+}
+
+/// Sends one record to `topic` and expects it acked.
+async fn acked(
+    tx: &mpsc::Sender<ProduceRequest>,
+    responses: &mut tonic::Streaming<ProduceResponse>,
+    batch_id: u64,
+    topic: &str,
+) {
+    tx.send(batch(
+        batch_id,
+        topic,
+        vec![record("k", format!("v{batch_id}"))],
+    ))
+    .await
+    .unwrap();
+    let response = responses.message().await.unwrap().unwrap();
+    ok(&response.results[0]);
+}
+
+/// Waits (at most 15 s) for the stream to end with a status, reading any
+/// answers before it.
+async fn ended(responses: &mut tonic::Streaming<ProduceResponse>) -> Status {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended OK"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream was ended within 15 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_removed_by_a_reload_ends_the_streams_it_opened() {
+    const ALICE: &str = "alice-key-0123456789abcdef";
+    const BOB: &str = "bob-key-0123456789abcdefgh";
+    let dir = TempDir::new();
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("alice", ALICE) + &api_key_line("bob", BOB),
+    );
+    let gateway = start_gateway(&["--api-keys", &path(&keys), "--reload-interval", "100ms"]).await;
+    let topic = gateway.topic("revoked").await;
+    let (alice_tx, mut alice) = open_with(plain_channel(gateway.addr).await, Some(ALICE)).await;
+    let (bob_tx, mut bob) = open_with(plain_channel(gateway.addr).await, Some(BOB)).await;
+    acked(&alice_tx, &mut alice, 0, &topic).await;
+    acked(&bob_tx, &mut bob, 0, &topic).await;
+
+    // Alice's key is taken out of the file; the reload reaches her open
+    // stream, not Bob's.
+    let removed = Instant::now();
+    dir.write("api-keys", api_key_line("bob", BOB));
+    let status = ended(&mut alice).await;
+    eprintln!("revoked after {:?}: {status:?}", removed.elapsed());
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("removed from the gateway's --api-keys file"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains(ALICE));
+    acked(&bob_tx, &mut bob, 1, &topic).await;
+    // And her key opens nothing new.
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some(ALICE),
+        vec![batch(9, &topic, vec![record("k", "v")])],
+    )
+    .await;
+    assert_unauthenticated(&responses, "unknown API key", ALICE);
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_jwt_expires() {
+    let dir = TempDir::new();
+    let signer = Signer::new("k1");
+    let jwks_file = dir.write("jwks.json", jwks(&[&signer]));
+    let gateway = start_gateway(&[
+        "--jwt-jwks",
+        &path(&jwks_file),
+        "--jwt-audience",
+        "kafka-gateway",
+    ])
+    .await;
+    let topic = gateway.topic("expiring").await;
+    // Accepted for 3 s more: its exp passed 27 s ago, within the 30 s of
+    // clock skew allowed.
+    let token = signer.token(json!({
+        "sub": "checkout", "aud": "kafka-gateway", "exp": now() - 27, "iat": now() - 600,
+    }));
+    let opened = Instant::now();
+    let (tx, mut responses) = open_with(plain_channel(gateway.addr).await, Some(&token)).await;
+    acked(&tx, &mut responses, 0, &topic).await;
+    let status = ended(&mut responses).await;
+    let lasted = opened.elapsed();
+    eprintln!("an expiring token's stream ended after {lasted:?}: {status:?}");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("token expired at"),
+        "{}",
+        status.message()
+    );
+    assert!(lasted < Duration::from_secs(8), "{lasted:?}");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_dropped_by_a_reload_ends_the_streams_of_its_certificates() {
+    let (dir, ca) = (TempDir::new(), Ca::new("clients CA"));
+    let gateway = mtls_gateway(&dir, &ca, &["--reload-interval", "100ms"]).await;
+    let topic = gateway.topic("orders").await;
+    let writer = ca.client("orders-writer", None);
+    let channel = tls_channel(gateway.addr, &ca.cert_pem(), Some(&writer))
+        .await
+        .unwrap();
+    let (tx, mut responses) = open_with(channel, None).await;
+    acked(&tx, &mut responses, 0, &topic).await;
+
+    // The clients' CA is replaced by another.
+    dir.write("clients.crt", Ca::new("another CA").cert_pem());
+    let status = ended(&mut responses).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("no longer verifies against the gateway's --tls-client-ca"),
+        "{}",
+        status.message()
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_id_taken_back_by_a_reload_ends_its_stream() {
+    const ALICE: &str = "alice-key-0123456789abcdef";
+    let dir = TempDir::new();
+    let keys = dir.write("api-keys", api_key_line("alice", ALICE));
+    let granted = "[[grant]]\nprincipals = [\"alice\"]\ntopics = [\"txn-*\"]\ntransactional_ids = [\"alice-*\"]\n";
+    let policy = dir.write("policy.toml", granted);
+    // Transactions: an embedded broker of its own (tansu has none).
+    let gateway = start_gateway_embedded(&[
+        "--api-keys",
+        &path(&keys),
+        "--authz-policy",
+        &path(&policy),
+        "--reload-interval",
+        "100ms",
+    ])
+    .await;
+    let topic = gateway.topic("txn").await;
+    let (tx, mut responses) = open_with(plain_channel(gateway.addr).await, Some(ALICE)).await;
+    let transactional = |batch_id: u64, commit: bool| ProduceRequest {
+        transactional_id: "alice-orders".into(),
+        commit,
+        ..batch(batch_id, &topic, vec![record("k", format!("t{batch_id}"))])
+    };
+    tx.send(transactional(0, true)).await.unwrap();
+    ok(&responses.message().await.unwrap().unwrap().results[0]);
+    // A transaction is open when the grant goes.
+    tx.send(transactional(1, false)).await.unwrap();
+    dir.write(
+        "policy.toml",
+        "[[grant]]\nprincipals = [\"alice\"]\ntopics = [\"txn-*\"]\n",
+    );
+    let status = ended(&mut responses).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("may no longer use transactional id \"alice-orders\""),
+        "{}",
+        status.message()
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_take_every_stream() {
+    const ALICE: &str = "alice-key-0123456789abcdef";
+    const BOB: &str = "bob-key-0123456789abcdefgh";
+    let dir = TempDir::new();
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("alice", ALICE) + &api_key_line("bob", BOB),
+    );
+    let gateway = start_gateway(&[
+        "--api-keys",
+        &path(&keys),
+        "--max-streams",
+        "10",
+        "--max-streams-per-principal",
+        "3",
+    ])
+    .await;
+    let topic = gateway.topic("per-principal").await;
+    let channel = plain_channel(gateway.addr).await;
+    let mut open = Vec::new();
+    for b in 0..3 {
+        let (tx, mut responses) = open_with(channel.clone(), Some(ALICE)).await;
+        acked(&tx, &mut responses, b, &topic).await;
+        open.push((tx, responses));
+    }
+    let refused_call = send(
+        channel.clone(),
+        Some(ALICE),
+        vec![batch(9, &topic, vec![record("k", "v")])],
+    )
+    .await;
+    let status = refused(&refused_call);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("principal \"alice\" holds 3 calls")
+            && status.message().contains("--max-streams-per-principal"),
+        "{}",
+        status.message()
+    );
+    // Bob is served.
+    let (tx, mut responses) = open_with(channel.clone(), Some(BOB)).await;
+    acked(&tx, &mut responses, 0, &topic).await;
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_topic_names_never_become_metric_labels() {
+    const KEY: &str = "writer-key-0123456789abcdef";
+    let dir = TempDir::new();
+    let keys = dir.write("api-keys", api_key_line("writer", KEY));
+    let kafka = TestKafka::start();
+    let granted = kafka.topic("granted").await;
+    let policy = dir.write(
+        "policy.toml",
+        format!("[[grant]]\nprincipals = [\"writer\"]\ntopics = [\"{granted}\"]\n"),
+    );
+    let gateway = start_gateway_on(
+        kafka,
+        true,
+        &["--api-keys", &path(&keys), "--authz-policy", &path(&policy)],
+    )
+    .await;
+    let denied: Vec<String> = (0..200)
+        .map(|i| format!("attacker-chosen-{i}-{}", rand_topic("x")))
+        .collect();
+    let mut records: Vec<_> = denied
+        .iter()
+        .map(|topic| {
+            let mut r = record("k", "v");
+            r.topic = topic.clone();
+            r
+        })
+        .collect();
+    records.push(record("k", "granted"));
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some(KEY),
+        vec![batch(0, &granted, records)],
+    )
+    .await;
+    let results = &responses[0].as_ref().unwrap().results;
+    assert_eq!(results.len(), 201);
+    ok(&results[200]);
+    let (_, text) = http_get(gateway.metrics_addr, "/metrics").await;
+    let leaked: Vec<&String> = denied
+        .iter()
+        .filter(|t| text.contains(t.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{} denied topics became labels, e.g. {:?}",
+        leaked.len(),
+        leaked.first()
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kafka_gateway_records_total{topic="",result="not_authorized"}"#
+        ),
+        Some(200.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"kafka_gateway_records_total{{topic="{granted}",result="ok"}}"#)
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_stay_inside_the_policy_the_quota_and_their_own_headers() {
+    use kafka_gateway::produce::dead_letter::{HEADER_CODE, HEADER_PRINCIPAL};
+    const KEY: &str = "writer-key-0123456789abcdef";
+    const RATE: usize = 200;
+    const DENIED: usize = 600;
+    let dir = TempDir::new();
+    let keys = dir.write("api-keys", api_key_line("writer", KEY));
+    let kafka = TestKafka::start();
+    let (granted, dlq) = (kafka.topic("granted").await, kafka.topic("dlq").await);
+    let policy = dir.write(
+        "policy.toml",
+        format!("[[grant]]\nprincipals = [\"writer\"]\ntopics = [\"{granted}\"]\n"),
+    );
+    let args = |opt_in: bool| {
+        let mut args = vec![
+            "--api-keys".to_owned(),
+            path(&keys),
+            "--authz-policy".to_owned(),
+            path(&policy),
+            "--dead-letter-topic".to_owned(),
+            dlq.clone(),
+            "--quota-records-per-sec".to_owned(),
+            RATE.to_string(),
+        ];
+        if opt_in {
+            args.push("--dead-letter-not-authorized".to_owned());
+        }
+        args
+    };
+    let denied_batches = || {
+        (0..DENIED / 100)
+            .map(|b| {
+                batch(
+                    b as u64,
+                    "not-granted",
+                    (0..100)
+                        .map(|i| record("k", format!("denied-{b}-{i}")))
+                        .collect(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // By default, a denied record is answered and written nowhere.
+    let argv = args(false);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let gateway = start_gateway_on(kafka.clone(), true, &argv).await;
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some(KEY),
+        denied_batches(),
+    )
+    .await;
+    for response in &responses {
+        for result in &response.as_ref().unwrap().results {
+            let error = assert_error(result, ErrorCode::NotAuthorized, "may not produce");
+            assert!(error.dead_letter.is_none(), "{error:?}");
+        }
+    }
+    // A record that fails for its own sake is parked, with the gateway's
+    // cause headers only, whatever the client put under their prefix.
+    let mut forged = record("forged", "invalid partition");
+    forged.partition = Some(-1);
+    forged.headers = vec![
+        header("kafka_gateway.dead_letter.code", b"FORGED"),
+        header("kafka_gateway.dead_letter.principal", b"admin"),
+        header("mine", b"kept"),
+    ];
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some(KEY),
+        vec![batch(0, &granted, vec![forged])],
+    )
+    .await;
+    let error = err(&responses[0].as_ref().unwrap().results[0]).clone();
+    let parked_at = error
+        .dead_letter
+        .clone()
+        .expect("an invalid record is parked");
+    let parked = consume(gateway.bootstrap_servers(), &dlq, 1).await;
+    assert_eq!(parked.len(), 1, "nothing denied was parked: {parked:?}");
+    let stored = at(&parked, &parked_at);
+    assert_eq!(stored.key.as_deref(), Some(&b"forged"[..]));
+    let codes: Vec<&[u8]> = stored
+        .headers
+        .iter()
+        .filter(|(k, _)| k == HEADER_CODE)
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![&b"ERROR_CODE_INVALID_RECORD"[..]],
+        "{:?}",
+        stored.headers
+    );
+    let principals: Vec<&[u8]> = stored
+        .headers
+        .iter()
+        .filter(|(k, _)| k == HEADER_PRINCIPAL)
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(principals, vec![&b"writer"[..]], "{:?}", stored.headers);
+    assert!(
+        stored
+            .headers
+            .contains(&("mine".to_owned(), b"kept".to_vec()))
+    );
+    gateway.stop().await.unwrap();
+
+    // Opted in, denied records are parked, and charged to the quota first.
+    let argv = args(true);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let gateway = start_gateway_on(kafka.clone(), true, &argv).await;
+    let started = Instant::now();
+    let responses = send(
+        plain_channel(gateway.addr).await,
+        Some(KEY),
+        denied_batches(),
+    )
+    .await;
+    let took = started.elapsed();
+    let mut parked = 0;
+    for response in &responses {
+        for result in &response.as_ref().unwrap().results {
+            let error = assert_error(result, ErrorCode::NotAuthorized, "may not produce");
+            parked += usize::from(error.dead_letter.is_some());
+        }
+    }
+    assert_eq!(parked, DENIED);
+    // One second's worth passes at once, and a batch's pause holds back
+    // what follows it; the rest goes at the rate. Without the charge, all
+    // 600 were parked in about 0.1 s.
+    let floor = Duration::from_secs_f64((DENIED - 2 * RATE) as f64 / RATE as f64 * 0.8);
+    eprintln!("{DENIED} denied records parked at {RATE}/s took {took:?} (at least {floor:?})");
+    assert!(took >= floor, "parking went around the quota: {took:?}");
+    gateway.stop().await.unwrap();
+}
+
+#[test]
+fn insecure_settings_are_refused_or_said_out_loud() {
+    let dir = TempDir::new();
+    let signer = Signer::new("k1");
+    let jwks_file = dir.write("jwks.json", jwks(&[&signer]));
+    // Started on its own, so that a gateway that does start is stopped
+    // rather than waited for.
+    let mut child = common::binary::command(
+        "serve",
+        &["--listen", "127.0.0.1:0", "--jwt-jwks", &path(&jwks_file)],
+        &[],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started with --jwt-jwks and no --jwt-audience");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--jwt-audience"), "{stderr}");
+
+    let keys = dir.write(
+        "api-keys",
+        api_key_line("app", "app-key-0123456789abcdefgh"),
+    );
+    let served = serve(&["--api-keys", &path(&keys)], &[]);
+    let warning = served
+        .startup
+        .iter()
+        .find(|line| line.contains("WARN") && line.contains("--authz-policy is not set"))
+        .unwrap_or_else(|| panic!("no warning in {:#?}", served.startup));
+    assert!(
+        warning.contains("every authenticated caller may write every topic")
+            && warning.contains("claim every transactional id"),
+        "{warning}"
+    );
 }

@@ -333,7 +333,7 @@ async fn spans_go_to_an_https_collector_and_name_the_caller() {
     let ca_file = dir.write("collector-ca.pem", ca.cert_pem());
     let keys = dir.write(
         "api-keys",
-        common::pki::api_key_line("checkout", "checkout-key-01"),
+        common::pki::api_key_line("checkout", "checkout-key-01-0123456789"),
     );
     let (receiver, endpoint) = start_tls_receiver(&ca.server()).await;
     let broker = TestKafka::start();
@@ -359,9 +359,10 @@ async fn spans_go_to_an_https_collector_and_name_the_caller() {
         &topic,
         vec![record("k", "v")],
     )]));
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer checkout-key-01".parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer checkout-key-01-0123456789".parse().unwrap(),
+    );
     let mut inbound = client.produce(request).await.unwrap().into_inner();
     ok(&inbound.message().await.unwrap().unwrap().results[0]);
     sigterm(&served.child);

@@ -8,6 +8,14 @@
 //! `printf %s "$KEY" | sha256sum`. A presented key is hashed and compared
 //! with every entry in constant time, so timing says nothing about how close
 //! a guess came.
+//!
+//! Keys must be long random strings: a presented key shorter than
+//! [`MIN_KEY_CHARS`] characters is refused before it is looked up, whatever
+//! the file holds. The file holds only hashes, so the gateway cannot tell a
+//! weak key when it loads them; it tells when one is used. Because every
+//! key carries at least 128 bits, an unsalted SHA-256 is enough: a salt
+//! defends guessable secrets against precomputed tables, and a 128-bit
+//! random key is not guessable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +25,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AuthMethod, Principal};
+
+/// The shortest API key accepted: 22 characters of base64 (6 bits each)
+/// hold 128 bits, the least a bearer secret should have. Make keys with
+/// `openssl rand -base64 32` (43 characters, 256 bits) or
+/// `openssl rand -hex 24` (48 characters, 192 bits).
+pub const MIN_KEY_CHARS: usize = 22;
 
 /// The parsed contents of an `--api-keys` file.
 #[derive(Debug, Default)]
@@ -81,10 +95,15 @@ impl ApiKeys {
     /// The principal of `key`, if it is one of ours. Every entry is compared,
     /// in constant time, whatever matches.
     pub fn lookup(&self, key: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.lookup_digest(&Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The principal of the key whose SHA-256 is `digest`, if it is one
+    /// of ours; in constant time, as [`Self::lookup`].
+    pub fn lookup_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
         let mut found = None;
         for (known, principal) in &self.entries {
-            if bool::from(known.ct_eq(&digest)) {
+            if bool::from(known.ct_eq(digest)) {
                 found = Some(principal);
             }
         }
@@ -144,6 +163,12 @@ impl ApiKeyStore {
     /// The principal of `key`, if it is one of ours.
     pub fn lookup(&self, key: &str) -> Option<Principal> {
         self.current.load().lookup(key)
+    }
+
+    /// The principal of the key whose SHA-256 is `digest`, if it is one of
+    /// ours.
+    pub fn lookup_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
+        self.current.load().lookup_digest(digest)
     }
 
     /// The keys as last loaded.

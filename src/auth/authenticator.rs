@@ -16,16 +16,61 @@
 //! gRPC health checking and reflection stay open unless
 //! `--auth-protect-health`, so probes and tools need no credentials
 //! ([`Authenticator::requires_credentials`]).
+//!
+//! A call also learns the [`Credential`] that proved its principal, so that
+//! a stream that outlives a reload can be checked again
+//! ([`Authenticator::recheck`]): an API key removed from the file, a JWT
+//! whose key left the JWKS, a client certificate whose CA was dropped no
+//! longer speak for an open stream either.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::Digest;
 use tonic::metadata::MetadataMap;
 
-use super::api_keys::ApiKeyStore;
+use super::api_keys::{ApiKeyStore, MIN_KEY_CHARS};
 use super::jwt::JwtVerifier;
+use super::tls::TlsState;
 use super::{AuthError, Principal};
+
+/// What proved a call's principal, kept with the call (in its extensions)
+/// to be checked again when keys, JWKS, CAs or the policy change.
+#[derive(Clone)]
+pub enum Credential {
+    /// An API key, by its SHA-256: the key itself is not kept.
+    ApiKey([u8; 32]),
+    /// A JWT, and when it stops being accepted.
+    Jwt {
+        token: Arc<str>,
+        expires: SystemTime,
+    },
+    /// The connection's client certificate chain, leaf first.
+    Certificate(Arc<[rustls_pki_types::CertificateDer<'static>]>),
+}
+
+impl std::fmt::Debug for Credential {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::ApiKey(_) => "Credential::ApiKey",
+            Credential::Jwt { .. } => "Credential::Jwt",
+            Credential::Certificate(_) => "Credential::Certificate",
+        })
+    }
+}
+
+impl Credential {
+    /// When the credential expires on its own, if it does.
+    pub fn expires(&self) -> Option<SystemTime> {
+        match self {
+            Credential::Jwt { expires, .. } => Some(*expires),
+            _ => None,
+        }
+    }
+}
 
 /// gRPC services open to all unless `--auth-protect-health`: health
 /// checking and both versions of reflection.
@@ -45,6 +90,8 @@ pub struct Authenticator {
     client_certificates: bool,
     /// `--auth-protect-health`.
     protect_health: bool,
+    /// The listener's TLS, to check client certificates again.
+    tls: Option<TlsState>,
 }
 
 impl Authenticator {
@@ -62,7 +109,15 @@ impl Authenticator {
             api_keys,
             client_certificates,
             protect_health,
+            tls: None,
         }
+    }
+
+    /// Checks client certificates of open streams again against `tls`'s
+    /// current CAs ([`Self::recheck`]).
+    pub fn with_tls(mut self, tls: Option<TlsState>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Accepts everyone, anonymously.
@@ -91,20 +146,106 @@ impl Authenticator {
         metadata: &MetadataMap,
         peer: Option<&Principal>,
     ) -> Result<Option<Principal>, AuthError> {
+        let proven = self.authenticate_call(metadata, peer, None).await?;
+        Ok(proven.map(|(principal, _)| principal))
+    }
+
+    /// [`Self::authenticate`], with the credential that proved the
+    /// principal; `peer_chain` is the connection's client certificate
+    /// chain, kept as the credential when the certificate speaks.
+    pub async fn authenticate_call(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<&Principal>,
+        peer_chain: Option<&Arc<[rustls_pki_types::CertificateDer<'static>]>>,
+    ) -> Result<Option<(Principal, Option<Credential>)>, AuthError> {
         if !self.is_enabled() {
             return Ok(None);
         }
         let Some(token) = bearer_token(metadata)? else {
             return match peer {
-                Some(principal) => Ok(Some(principal.clone())),
+                Some(principal) => Ok(Some((
+                    principal.clone(),
+                    peer_chain.cloned().map(Credential::Certificate),
+                ))),
                 None => Err(AuthError::MissingCredentials { how: self.how() }),
             };
         };
+        let jwt = |jwt: &Arc<JwtVerifier>| {
+            let jwt = jwt.clone();
+            async move {
+                let (principal, expires) = jwt.verify_expiring(token).await?;
+                let credential = Credential::Jwt {
+                    token: token.into(),
+                    expires,
+                };
+                Ok(Some((principal, Some(credential))))
+            }
+        };
         match (&self.jwt, &self.api_keys) {
-            (Some(jwt), _) if looks_like_jwt(token) => jwt.verify(token).await.map(Some),
-            (_, Some(keys)) => keys.lookup(token).map(Some).ok_or(AuthError::UnknownApiKey),
-            (Some(jwt), None) => jwt.verify(token).await.map(Some),
+            (Some(verifier), _) if looks_like_jwt(token) => jwt(verifier).await,
+            (_, Some(_)) if token.chars().count() < MIN_KEY_CHARS => {
+                Err(AuthError::ApiKeyTooShort { min: MIN_KEY_CHARS })
+            }
+            (_, Some(keys)) => {
+                let principal = keys.lookup(token).ok_or(AuthError::UnknownApiKey)?;
+                let digest = sha2::Sha256::digest(token.as_bytes()).into();
+                Ok(Some((principal, Some(Credential::ApiKey(digest)))))
+            }
+            (Some(verifier), None) => jwt(verifier).await,
             (None, None) => Err(AuthError::TokensNotAccepted),
+        }
+    }
+
+    /// Whether `credential` still proves `principal` under the keys, JWKS
+    /// and client CAs loaded now: what a reload must not leave to a stream
+    /// opened before it. The error says what changed.
+    pub async fn recheck(
+        &self,
+        principal: &Principal,
+        credential: &Credential,
+    ) -> Result<(), AuthError> {
+        let same = |found: Principal| {
+            if found.name() == principal.name() && found.method() == principal.method() {
+                Ok(())
+            } else {
+                Err(AuthError::Revoked(format!(
+                    "the credential now names another principal than {:?}",
+                    principal.name()
+                )))
+            }
+        };
+        match credential {
+            Credential::ApiKey(digest) => match self
+                .api_keys
+                .as_ref()
+                .and_then(|keys| keys.lookup_digest(digest))
+            {
+                Some(found) => same(found),
+                None => Err(AuthError::Revoked(
+                    "its API key was removed from the gateway's --api-keys file".into(),
+                )),
+            },
+            Credential::Jwt { token, .. } => {
+                let Some(jwt) = &self.jwt else {
+                    return Err(AuthError::Revoked("JWTs are no longer accepted".into()));
+                };
+                match jwt.verify(token).await {
+                    Ok(found) => same(found),
+                    Err(err) => Err(AuthError::Revoked(format!(
+                        "its token is no longer accepted: {err}"
+                    ))),
+                }
+            }
+            Credential::Certificate(chain) => match &self.tls {
+                Some(tls) => tls.verify_client_chain(chain).map_err(|err| {
+                    AuthError::Revoked(format!(
+                        "its client certificate no longer verifies against the gateway's \
+                         --tls-client-ca: {err}"
+                    ))
+                }),
+                None => Ok(()),
+            },
         }
     }
 
@@ -238,7 +379,7 @@ mod tests {
         let (_jwks_dir, jwt) = file_verifier(&[&signer], settings());
         let auth = Authenticator::new(
             Some(Arc::new(jwt)),
-            Some(keys(&dir, &[("loader", "key-0123456789")])),
+            Some(keys(&dir, &[("loader", "key-0123456789abcdefghij")])),
             true,
             false,
         );
@@ -256,7 +397,7 @@ mod tests {
         );
 
         let principal = auth
-            .authenticate(&metadata(Some("bearer key-0123456789")), None)
+            .authenticate(&metadata(Some("bearer key-0123456789abcdefghij")), None)
             .await
             .unwrap()
             .unwrap();
@@ -266,7 +407,8 @@ mod tests {
         );
 
         assert_eq!(
-            auth.authenticate(&bearer("key-wrong"), None).await,
+            auth.authenticate(&bearer("key-wrong-0123456789abcdefghij"), None)
+                .await,
             Err(AuthError::UnknownApiKey)
         );
         // A broken JWT is reported as a JWT problem, not as an unknown key.
@@ -285,9 +427,12 @@ mod tests {
         assert_eq!(principal.name(), "orders");
         // And a bad token is not rescued by the certificate.
         assert!(
-            auth.authenticate(&bearer("key-wrong"), Some(&cert("mesh-sidecar")))
-                .await
-                .is_err()
+            auth.authenticate(
+                &bearer("key-wrong-0123456789abcdefghij"),
+                Some(&cert("mesh-sidecar"))
+            )
+            .await
+            .is_err()
         );
 
         let err = auth.authenticate(&metadata(None), None).await.unwrap_err();
@@ -342,6 +487,31 @@ mod tests {
         );
         let status = tonic::Status::from(AuthError::UnknownApiKey);
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn an_api_key_under_128_bits_is_refused_even_when_filed() {
+        let dir = TempDir::new();
+        let short = "k".repeat(MIN_KEY_CHARS - 1);
+        let long = "k".repeat(MIN_KEY_CHARS);
+        let auth = Authenticator::new(
+            None,
+            Some(keys(&dir, &[("weak", &short), ("strong", &long)])),
+            false,
+            false,
+        );
+        let err = auth
+            .authenticate(&metadata(Some(&format!("Bearer {short}"))), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err, AuthError::ApiKeyTooShort { min: MIN_KEY_CHARS });
+        assert!(err.to_string().contains("openssl rand"), "{err}");
+        let strong = auth
+            .authenticate(&metadata(Some(&format!("Bearer {long}"))), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(strong.name(), "strong");
     }
 
     #[test]

@@ -60,9 +60,17 @@ pub struct SecurityArgs {
     #[arg(long, env = "KAFKA_GATEWAY_JWT_ISSUER", value_name = "ISSUER")]
     pub jwt_issuer: Option<String>,
 
-    /// Accept only JWTs whose `aud` is or includes this.
+    /// Accept only JWTs whose `aud` is or includes this. Required with
+    /// --jwt-jwks, unless --jwt-allow-any-audience.
     #[arg(long, env = "KAFKA_GATEWAY_JWT_AUDIENCE", value_name = "AUDIENCE")]
     pub jwt_audience: Option<String>,
+
+    /// Accept JWTs whatever their `aud`: any token the JWKS signs, for any
+    /// service, then passes. Only for an issuer that mints tokens for this
+    /// gateway alone.
+    #[arg(long, env = "KAFKA_GATEWAY_JWT_ALLOW_ANY_AUDIENCE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub jwt_allow_any_audience: bool,
 
     /// The JWT claim (a non-empty string) that names the caller.
     #[arg(long, env = "KAFKA_GATEWAY_JWT_PRINCIPAL_CLAIM", value_name = "CLAIM",
@@ -169,6 +177,7 @@ impl SecurityArgs {
                     (self.jwt_issuer.is_some(), "--jwt-issuer"),
                     (self.jwt_audience.is_some(), "--jwt-audience"),
                     (self.jwt_jwks_ca.is_some(), "--jwt-jwks-ca"),
+                    (self.jwt_allow_any_audience, "--jwt-allow-any-audience"),
                 ] {
                     if set {
                         return Err(format!(
@@ -177,6 +186,26 @@ impl SecurityArgs {
                         ));
                     }
                 }
+            }
+        }
+        if self.jwt_jwks.is_some() {
+            match (&self.jwt_audience, self.jwt_allow_any_audience) {
+                (None, false) => {
+                    return Err(
+                        "--jwt-jwks needs --jwt-audience (KAFKA_GATEWAY_JWT_AUDIENCE): \
+                                without it any token the JWKS signs, for any service, is \
+                                accepted; set the audience this gateway's tokens carry, or \
+                                --jwt-allow-any-audience if the issuer mints tokens for this \
+                                gateway alone"
+                            .into(),
+                    );
+                }
+                (Some(_), true) => {
+                    return Err("--jwt-allow-any-audience contradicts --jwt-audience; \
+                                drop one of them"
+                        .into());
+                }
+                _ => {}
             }
         }
         if self.jwt_principal_claim.trim().is_empty() {
@@ -235,6 +264,15 @@ impl SecurityArgs {
             warnings.push(
                 "bearer tokens are accepted over plaintext: set --tls-cert and --tls-key \
                  unless TLS ends in front of the gateway (a mesh sidecar, a load balancer)"
+                    .into(),
+            );
+        }
+        if self.authentication_enabled() && self.authz_policy.is_none() {
+            warnings.push(
+                "authentication is on but --authz-policy is not set: every authenticated \
+                 caller may write every topic and claim every transactional id (and so fence \
+                 another caller's transactions); set --authz-policy to grant each principal \
+                 its topics and transactional ids"
                     .into(),
             );
         }
@@ -354,8 +392,67 @@ pub(crate) mod tests {
             invalid(&["--jwt-jwks", "jwks.json", "--jwt-jwks-ca", "ca.pem"]).contains("https://")
         );
         assert!(
-            invalid(&["--jwt-jwks", "jwks.json", "--jwt-principal-claim", " "]).contains("claim")
+            invalid(&[
+                "--jwt-jwks",
+                "jwks.json",
+                "--jwt-audience",
+                "gateway",
+                "--jwt-principal-claim",
+                " "
+            ])
+            .contains("claim")
         );
+    }
+
+    #[test]
+    fn a_jwks_without_an_audience_is_refused_unless_any_audience_is_asked_for() {
+        let err = invalid(&["--jwt-jwks", "jwks.json"]);
+        assert!(
+            err.starts_with("--jwt-jwks needs --jwt-audience")
+                && err.contains("--jwt-allow-any-audience"),
+            "{err}"
+        );
+        // An issuer alone does not name this gateway as the token's audience.
+        let err = invalid(&["--jwt-jwks", "jwks.json", "--jwt-issuer", "https://idp"]);
+        assert!(err.contains("--jwt-audience"), "{err}");
+        let any = parse(&["--jwt-jwks", "jwks.json", "--jwt-allow-any-audience"]).unwrap();
+        assert!(any.validate().is_ok());
+        let both = invalid(&[
+            "--jwt-jwks",
+            "jwks.json",
+            "--jwt-audience",
+            "gateway",
+            "--jwt-allow-any-audience",
+        ]);
+        assert!(both.contains("contradicts"), "{both}");
+        assert!(invalid(&["--jwt-allow-any-audience"]).contains("needs --jwt-jwks"));
+    }
+
+    #[test]
+    fn authentication_without_a_policy_warns_that_everyone_may_write_everything() {
+        for args in [
+            &["--api-keys", "k"][..],
+            &["--jwt-jwks", "jwks.json", "--jwt-audience", "gateway"][..],
+        ] {
+            let warnings = parse(args).unwrap().warnings();
+            let warning = warnings
+                .iter()
+                .find(|w| w.contains("--authz-policy is not set"))
+                .unwrap_or_else(|| panic!("no policy warning for {args:?}: {warnings:?}"));
+            assert!(
+                warning.contains("every authenticated caller may write every topic")
+                    && warning.contains("claim every transactional id"),
+                "{warning}"
+            );
+        }
+        let with_policy = parse(&["--api-keys", "k", "--authz-policy", "p.toml"]).unwrap();
+        assert!(
+            !with_policy
+                .warnings()
+                .iter()
+                .any(|w| w.contains("--authz-policy"))
+        );
+        assert!(parse(&[]).unwrap().warnings().is_empty());
     }
 
     #[test]
@@ -364,7 +461,13 @@ pub(crate) mod tests {
         assert!(err.contains("https://"), "{err}");
         assert!(invalid(&["--jwt-jwks", "ftp://idp/jwks"]).contains("not supported"));
         assert!(invalid(&["--jwt-jwks", "https:///jwks"]).contains("--jwt-jwks \"https:///jwks\""));
-        let url = parse(&["--jwt-jwks", "https://idp.example/.well-known/jwks.json"]).unwrap();
+        let url = parse(&[
+            "--jwt-jwks",
+            "https://idp.example/.well-known/jwks.json",
+            "--jwt-audience",
+            "gateway",
+        ])
+        .unwrap();
         assert!(url.validate().is_ok());
         assert_eq!(
             url.jwks_location(),
@@ -400,8 +503,9 @@ pub(crate) mod tests {
 
     #[test]
     fn tokens_over_plaintext_warn() {
-        let args = parse(&["--api-keys", "k"]).unwrap();
+        let args = parse(&["--api-keys", "k", "--authz-policy", "p.toml"]).unwrap();
         assert_eq!(args.warnings().len(), 1);
+        assert!(args.warnings()[0].contains("plaintext"));
         assert!(invalid(&["--reload-interval", "0s"]).contains("--reload-interval"));
     }
 }

@@ -46,6 +46,10 @@ use super::{AuthError, AuthMethod, Principal, format_unix_time, printable};
 /// drift by seconds, not minutes, and a stolen token gains little from
 /// half a minute.
 pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// Calls that may wait at once for a JWKS fetch started by a token with an
+/// unknown key id; more are answered at once (unknown key id, retry
+/// shortly), so a flood of such tokens cannot pile up behind the fetch.
+pub const MAX_JWKS_FETCH_WAITERS: usize = 64;
 /// The least time between two fetches of a JWKS URL caused by unknown key
 /// ids: new keys are picked up within seconds of first use, and a stream of
 /// forged key ids costs the issuer one request per ten seconds.
@@ -541,6 +545,8 @@ pub struct JwtVerifier {
     keys: ArcSwap<KeySet>,
     /// One fetch at a time; those waiting see its result.
     fetch: tokio::sync::Mutex<FetchState>,
+    /// Bounds the calls waiting on `fetch` ([`MAX_JWKS_FETCH_WAITERS`]).
+    fetch_waiters: tokio::sync::Semaphore,
 }
 
 impl JwtVerifier {
@@ -574,6 +580,7 @@ impl JwtVerifier {
             settings,
             source: Source::File(path.to_owned()),
             fetch: Default::default(),
+            fetch_waiters: tokio::sync::Semaphore::new(MAX_JWKS_FETCH_WAITERS),
         })
     }
 
@@ -588,6 +595,7 @@ impl JwtVerifier {
                 fetcher,
             },
             fetch: Default::default(),
+            fetch_waiters: tokio::sync::Semaphore::new(MAX_JWKS_FETCH_WAITERS),
         }
     }
 
@@ -602,6 +610,11 @@ impl JwtVerifier {
     /// Whether the keys come from a URL.
     pub fn is_remote(&self) -> bool {
         matches!(self.source, Source::Url { .. })
+    }
+
+    /// The keys loaded now; a reload or fetch replaces the whole set.
+    pub fn key_set(&self) -> Arc<KeySet> {
+        self.keys.load_full()
     }
 
     /// How many usable keys are loaded.
@@ -670,6 +683,10 @@ impl JwtVerifier {
         if !self.is_remote() {
             return Err(missing);
         }
+        // Enough calls already wait for a fetch: this one does not queue.
+        let Ok(_waiting) = self.fetch_waiters.try_acquire() else {
+            return Err(missing);
+        };
         let mut state = self.fetch.lock().await;
         // Someone else may have fetched while this call waited.
         if Arc::ptr_eq(&keys, &*self.keys.load()) {
@@ -693,14 +710,26 @@ impl JwtVerifier {
 
     /// Verifies `token` (the bearer value) and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_expiring(token)
+            .await
+            .map(|(principal, _)| principal)
+    }
+
+    /// Verifies `token` and returns its principal and the moment it is no
+    /// longer accepted (its `exp` plus the allowed clock skew).
+    pub async fn verify_expiring(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        self.verify_at(token, now).await
+        let (principal, exp) = self.verify_at(token, now).await?;
+        let until = exp + self.settings.leeway.as_secs_f64();
+        let until =
+            UNIX_EPOCH + Duration::try_from_secs_f64(until.max(0.0)).unwrap_or(Duration::MAX);
+        Ok((principal, until))
     }
 
-    async fn verify_at(&self, token: &str, now: f64) -> Result<Principal, AuthError> {
+    async fn verify_at(&self, token: &str, now: f64) -> Result<(Principal, f64), AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::MalformedToken(format!(
                 "it is over {} KiB",
@@ -742,8 +771,13 @@ impl JwtVerifier {
         self.check_claims(&claims, now)
     }
 
-    /// Checks the claims of a token whose signature verified.
-    fn check_claims(&self, claims: &Map<String, Value>, now: f64) -> Result<Principal, AuthError> {
+    /// Checks the claims of a token whose signature verified; its principal
+    /// and `exp`.
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: f64,
+    ) -> Result<(Principal, f64), AuthError> {
         let leeway = self.settings.leeway.as_secs_f64();
         let exp = numeric_claim(claims, "exp")?.ok_or_else(|| {
             AuthError::MalformedToken(
@@ -792,7 +826,7 @@ impl JwtVerifier {
         let claim = &self.settings.principal_claim;
         match claims.get(claim) {
             Some(Value::String(name)) if !name.trim().is_empty() => {
-                Ok(Principal::new(name.as_str(), AuthMethod::Jwt))
+                Ok((Principal::new(name.as_str(), AuthMethod::Jwt), exp))
             }
             _ => Err(AuthError::NoPrincipalClaim {
                 claim: claim.clone(),

@@ -31,7 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use api_keys::{ApiKeyStore, ApiKeys};
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, Credential};
 pub use config::SecurityArgs;
 pub use jwt::JwtVerifier;
 pub use policy::{Policy, PolicyStore, QuotaOverride, StreamAuthorizer};
@@ -180,6 +180,16 @@ pub enum AuthError {
     /// `alg` is `none`, HMAC, unknown, or does not fit the key.
     #[error("algorithm not accepted: {0}")]
     AlgorithmNotAccepted(String),
+    /// The bearer value is too short to be an API key of at least 128 bits.
+    #[error(
+        "API key refused: it is shorter than {min} characters, too short to hold 128 random \
+         bits; issue a longer key (e.g. openssl rand -base64 32) and file its hash in the \
+         gateway's --api-keys file"
+    )]
+    ApiKeyTooShort {
+        /// [`api_keys::MIN_KEY_CHARS`].
+        min: usize,
+    },
     /// The bearer value is not a known API key.
     #[error(
         "unknown API key: check the key, or ask for it to be added to the gateway's --api-keys file"
@@ -197,6 +207,12 @@ pub enum AuthError {
          (e.g. spiffe://...) or a subject CN"
     )]
     NoPrincipalInCertificate,
+    /// A stream's credential no longer proves its principal after a reload
+    /// (a key removed, a JWKS or client CA changed).
+    #[error(
+        "the stream's credentials are no longer accepted: {0}; open a new stream with current credentials"
+    )]
+    Revoked(String),
     /// The gateway has no JWKS to check tokens against yet.
     #[error(
         "the gateway cannot verify tokens right now: its JWKS is not loaded yet; retry shortly"
@@ -292,12 +308,10 @@ impl Security {
             .as_ref()
             .is_some_and(TlsState::requires_client_certificates);
         Ok(Self {
-            authenticator: Arc::new(Authenticator::new(
-                jwt,
-                api_keys,
-                client_certificates,
-                args.auth_protect_health,
-            )),
+            authenticator: Arc::new(
+                Authenticator::new(jwt, api_keys, client_certificates, args.auth_protect_health)
+                    .with_tls(tls.clone()),
+            ),
             tls,
             policy,
             quotas,
@@ -356,7 +370,10 @@ mod tests {
         let cert = dir.write("tls.crt", &leaf.cert_pem);
         let key = dir.write("tls.key", &leaf.key_pem);
         let client_ca = dir.write("ca.crt", ca.cert_pem());
-        let keys = dir.write("keys", api_keys::key_line("loader", "k-123"));
+        let keys = dir.write(
+            "keys",
+            api_keys::key_line("loader", "k-123-0123456789abcdefghij"),
+        );
         let policy = dir.write(
             "policy.toml",
             "[[grant]]\nprincipals = [\"loader\"]\ntopics = [\"t\"]\n",
@@ -392,7 +409,10 @@ mod tests {
         assert_eq!(security.principal_header.as_deref(), Some("x-principal"));
 
         let mut metadata = tonic::metadata::MetadataMap::new();
-        metadata.insert("authorization", "Bearer k-123".parse().unwrap());
+        metadata.insert(
+            "authorization",
+            "Bearer k-123-0123456789abcdefghij".parse().unwrap(),
+        );
         let principal = security
             .authenticator
             .authenticate(&metadata, None)

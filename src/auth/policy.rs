@@ -18,10 +18,22 @@
 //!
 //! A pattern is exact, or ends in `*` to match every name starting with
 //! what comes before it; `"*"` alone matches anything, and in `principals`
-//! it means any authenticated caller (never an anonymous one). The first
+//! it means any authenticated caller (never an anonymous one). A principal
+//! pattern matches the name however it was proven, unless qualified:
+//! `cert:` (a client certificate), `key:` (an API key) or `jwt:` (a JWT),
+//! as in `"cert:orders-service"`, matches only names proven that way, so a
+//! certificate's CN cannot pass for an API key's principal of the same
+//! name. The first
 //! `[[quota]]` naming a principal wins. Unknown fields and misplaced `*`
 //! are errors naming the file and line, so a typo cannot silently grant or
 //! deny.
+//!
+//! A file cut short must not load as a smaller policy (a reload that reads
+//! a file while it is being written, a copy that failed half-way): a policy
+//! whose last line does not end in a newline, or that grants nothing at
+//! all (an emptied file), is refused, and a reload that meets one keeps
+//! the policy it had. A cut inside a table leaves a value or a table
+//! incomplete, which TOML and the checks below refuse.
 //!
 //! The check runs per record, so it is plain string work on data built at
 //! load time: exact names in hash sets, prefixes in short lists. A stream
@@ -36,7 +48,7 @@ use arc_swap::ArcSwap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Principal;
+use super::{AuthMethod, Principal};
 use crate::units::parse_size;
 
 /// What the policy file holds, for errors that must say how to fix it.
@@ -66,17 +78,50 @@ struct Rules {
     /// `[[grant]]` tables, in file order.
     grants: Vec<Grant>,
     /// `[[quota]]` tables, in file order: the first match wins.
-    quotas: Vec<(Matcher, QuotaOverride)>,
+    quotas: Vec<(Principals, QuotaOverride)>,
 }
 
 #[derive(Debug)]
 struct Grant {
     /// Who the grant is for.
-    principals: Matcher,
+    principals: Principals,
     /// The topics it lets them produce to.
     topics: Matcher,
     /// The transactional ids it lets them use.
     transactional_ids: Matcher,
+}
+
+/// Principal patterns: unqualified ones, and those qualified by how the
+/// name must have been proven.
+#[derive(Debug, Default)]
+struct Principals {
+    /// Patterns without a qualifier: any method.
+    any_method: Matcher,
+    /// `cert:`, `key:` and `jwt:` patterns, in [`QUALIFIERS`] order.
+    by_method: [Matcher; 3],
+}
+
+/// The qualifiers of principal patterns, and the method each names.
+const QUALIFIERS: [(&str, AuthMethod); 3] = [
+    ("cert:", AuthMethod::Certificate),
+    ("key:", AuthMethod::ApiKey),
+    ("jwt:", AuthMethod::Jwt),
+];
+
+impl Principals {
+    fn matches(&self, principal: &Principal) -> bool {
+        self.any_method.matches(principal.name())
+            || QUALIFIERS
+                .iter()
+                .zip(&self.by_method)
+                .any(|((_, method), matcher)| {
+                    *method == principal.method() && matcher.matches(principal.name())
+                })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.any_method.is_empty() && self.by_method.iter().all(Matcher::is_empty)
+    }
 }
 
 /// A set of patterns, compiled for matching.
@@ -133,6 +178,14 @@ impl Policy {
             ),
             None => origin.display().to_string(),
         };
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(format!(
+                "{}: line {}: the file does not end with a newline, so it may have been cut \
+                 short (a write still under way?); end its last line with a newline",
+                origin.display(),
+                text.matches('\n').count() + 1
+            ));
+        }
         let file: PolicyFile = toml::from_str(text).map_err(|err| {
             format!(
                 "{}: {}; {FORMAT_HINT}",
@@ -140,11 +193,11 @@ impl Policy {
                 err.message().trim()
             )
         })?;
-        let matcher = |patterns: &[Spanned<String>], field: &str| {
+        let matcher_of = |patterns: &[(std::ops::Range<usize>, &str)], field: &str| {
             let mut matcher = Matcher::default();
-            for pattern in patterns {
-                let fail = |what: &str| format!("{}: {field}: {what}", at(Some(pattern.span())));
-                let text = pattern.get_ref().trim();
+            for (span, text) in patterns {
+                let fail = |what: &str| format!("{}: {field}: {what}", at(Some(span.clone())));
+                let text = text.trim();
                 match text.find('*') {
                     _ if text.is_empty() => {
                         return Err(fail("an empty pattern matches nothing; remove it"));
@@ -164,12 +217,42 @@ impl Policy {
             }
             Ok(matcher)
         };
+        let matcher = |patterns: &[Spanned<String>], field: &str| {
+            let patterns: Vec<_> = patterns
+                .iter()
+                .map(|p| (p.span(), p.get_ref().as_str()))
+                .collect();
+            matcher_of(&patterns, field)
+        };
+        let principals = |patterns: &[Spanned<String>]| {
+            let mut any_method = Vec::new();
+            let mut by_method: [Vec<_>; 3] = Default::default();
+            for pattern in patterns {
+                let text = pattern.get_ref().trim();
+                match QUALIFIERS
+                    .iter()
+                    .position(|(qualifier, _)| text.starts_with(qualifier))
+                {
+                    Some(i) => by_method[i].push((pattern.span(), &text[QUALIFIERS[i].0.len()..])),
+                    None => any_method.push((pattern.span(), text)),
+                }
+            }
+            let [cert, key, jwt] = by_method;
+            Ok::<_, String>(Principals {
+                any_method: matcher_of(&any_method, "principals")?,
+                by_method: [
+                    matcher_of(&cert, "principals")?,
+                    matcher_of(&key, "principals")?,
+                    matcher_of(&jwt, "principals")?,
+                ],
+            })
+        };
         let mut rules = Rules::default();
         for grant in &file.grant {
             let fail = |what: &str| format!("{}: [[grant]]: {what}", at(Some(grant.span())));
             let entry = grant.get_ref();
             let grant = Grant {
-                principals: matcher(&entry.principals, "principals")?,
+                principals: principals(&entry.principals)?,
                 topics: matcher(&entry.topics, "topics")?,
                 transactional_ids: matcher(&entry.transactional_ids, "transactional_ids")?,
             };
@@ -186,7 +269,7 @@ impl Policy {
         for quota in &file.quota {
             let entry = quota.get_ref();
             let fail = |what: &str| format!("{}: [[quota]]: {what}", at(Some(quota.span())));
-            let principals = matcher(&entry.principals, "principals")?;
+            let principals = principals(&entry.principals)?;
             if principals.is_empty() {
                 return Err(fail("principals is empty; name who the quota is for"));
             }
@@ -225,6 +308,14 @@ impl Policy {
                 },
             ));
         }
+        if rules.grants.is_empty() {
+            return Err(format!(
+                "{}: the policy has no [[grant]], so it would deny every caller everything; \
+                 an empty or cut-short file is refused (to lock everyone out on purpose, stop \
+                 the gateway instead); {FORMAT_HINT}",
+                origin.display()
+            ));
+        }
         Ok(Self { rules: Some(rules) })
     }
 
@@ -235,9 +326,10 @@ impl Policy {
         match (&self.rules, principal) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(rules), Some(principal)) => rules.grants.iter().any(|grant| {
-                grant.principals.matches(principal.name()) && grant.topics.matches(topic)
-            }),
+            (Some(rules), Some(principal)) => rules
+                .grants
+                .iter()
+                .any(|grant| grant.principals.matches(principal) && grant.topics.matches(topic)),
         }
     }
 
@@ -247,7 +339,7 @@ impl Policy {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(rules), Some(principal)) => rules.grants.iter().any(|grant| {
-                grant.principals.matches(principal.name()) && grant.transactional_ids.matches(id)
+                grant.principals.matches(principal) && grant.transactional_ids.matches(id)
             }),
         }
     }
@@ -258,7 +350,7 @@ impl Policy {
         rules
             .quotas
             .iter()
-            .find(|(principals, _)| principals.matches(principal.name()))
+            .find(|(principals, _)| principals.matches(principal))
             .map(|(_, quota)| *quota)
     }
 
@@ -269,7 +361,7 @@ impl Policy {
                 .grants
                 .iter()
                 .enumerate()
-                .filter(|(_, grant)| grant.principals.matches(principal.name()))
+                .filter(|(_, grant)| grant.principals.matches(principal))
                 .map(|(index, _)| index)
                 .collect(),
             _ => Vec::new(),
@@ -505,9 +597,37 @@ records_per_sec = 10
         // "*" means any authenticated caller, never an anonymous one.
         assert!(!policy.allows_topic(None, "public"));
         assert!(!policy.allows_transactional_id(None, "orders-1"));
-        let empty = parse("").unwrap();
-        assert!(!empty.is_open());
-        assert!(!empty.allows_topic(Some(&who("admin")), "orders"));
+    }
+
+    #[test]
+    fn a_file_cut_short_is_refused_rather_than_loaded_as_a_smaller_policy() {
+        // An emptied file would deny everyone everything.
+        for empty in ["", "\n", "# nothing yet\n"] {
+            let err = parse(empty).unwrap_err();
+            assert!(err.contains("no [[grant]]"), "{err}");
+        }
+        // Quotas alone grant nothing either.
+        let err = parse("[[quota]]\nprincipals = [\"a\"]\nrecords_per_sec = 5\n").unwrap_err();
+        assert!(err.contains("no [[grant]]"), "{err}");
+        // Cut in the middle of its last line: "100000" became "10".
+        let whole = "[[grant]]\nprincipals = [\"a\"]\ntopics = [\"t\"]\n\n[[quota]]\nprincipals = [\"a\"]\nrecords_per_sec = 100000\n";
+        assert!(parse(whole).is_ok());
+        let cut = &whole[..whole.len() - 5];
+        let err = parse(cut).unwrap_err();
+        assert!(
+            err.starts_with("policy.toml: line 7:") && err.contains("newline"),
+            "{err}"
+        );
+        // Cut at every other byte: never a smaller policy that loads, except
+        // at a line's end, where the tables must still each be whole.
+        for end in 1..whole.len() {
+            let text = &whole[..end];
+            if let Ok(policy) = parse(text) {
+                assert!(text.ends_with('\n'), "{text:?} loaded");
+                let rules = policy.rules.as_ref().unwrap();
+                assert_eq!(rules.grants.len(), 1, "{text:?}");
+            }
+        }
     }
 
     #[test]
@@ -526,6 +646,36 @@ records_per_sec = 10
         assert!(policy.allows_transactional_id(Some(&orders), "orders-7"));
         assert!(!policy.allows_transactional_id(Some(&orders), "payments-7"));
         assert!(!policy.allows_transactional_id(Some(&who("admin")), "orders-7"));
+    }
+
+    #[test]
+    fn qualified_principals_match_only_names_proven_that_way() {
+        let policy = parse(
+            "[[grant]]\nprincipals = [\"cert:svc\", \"jwt:team-*\", \"anyhow\"]\ntopics = [\"t\"]\n\n\
+             [[quota]]\nprincipals = [\"key:bulk\"]\nrecords_per_sec = 5\n",
+        )
+        .unwrap();
+        let as_ = |name: &str, method| Principal::new(name, method);
+        assert!(policy.allows_topic(Some(&as_("svc", AuthMethod::Certificate)), "t"));
+        assert!(!policy.allows_topic(Some(&as_("svc", AuthMethod::ApiKey)), "t"));
+        assert!(!policy.allows_topic(Some(&as_("svc", AuthMethod::Jwt)), "t"));
+        assert!(policy.allows_topic(Some(&as_("team-a", AuthMethod::Jwt)), "t"));
+        assert!(!policy.allows_topic(Some(&as_("team-a", AuthMethod::Certificate)), "t"));
+        for method in [AuthMethod::Certificate, AuthMethod::ApiKey, AuthMethod::Jwt] {
+            assert!(policy.allows_topic(Some(&as_("anyhow", method)), "t"));
+        }
+        assert!(
+            policy
+                .quota_for(Some(&as_("bulk", AuthMethod::ApiKey)))
+                .is_some()
+        );
+        assert!(
+            policy
+                .quota_for(Some(&as_("bulk", AuthMethod::Jwt)))
+                .is_none()
+        );
+        let err = parse("[[grant]]\nprincipals = [\"cert:\"]\ntopics = [\"t\"]\n").unwrap_err();
+        assert!(err.contains("empty pattern"), "{err}");
     }
 
     #[test]

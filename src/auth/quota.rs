@@ -405,7 +405,7 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.write(
             "policy.toml",
-            "[[quota]]\nprincipals = [\"bulk-*\"]\nrecords_per_sec = 100\n",
+            "[[grant]]\nprincipals = [\"*\"]\ntopics = [\"t\"]\n\n[[quota]]\nprincipals = [\"bulk-*\"]\nrecords_per_sec = 100\n",
         );
         let policy = Arc::new(PolicyStore::load(Some(&path)).unwrap());
         let quotas = Quotas::new(records_per_sec(10), Some(policy.clone()));
@@ -423,7 +423,7 @@ mod tests {
 
         std::fs::write(
             &path,
-            "[[quota]]\nprincipals = [\"bulk-*\"]\nrecords_per_sec = 1\n",
+            "[[grant]]\nprincipals = [\"*\"]\ntopics = [\"t\"]\n\n[[quota]]\nprincipals = [\"bulk-*\"]\nrecords_per_sec = 1\n",
         )
         .unwrap();
         policy.reload().unwrap();

@@ -10,7 +10,9 @@
 //!
 //! A reload that fails keeps what was loaded before and logs why (the error
 //! names the file); it is tried again when one of its files changes, or on
-//! the next SIGHUP. A success is logged at info.
+//! the next SIGHUP. A success is logged at info, and announced to open
+//! streams ([`Reloader::subscribe`]), which check their credentials and
+//! grants again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,9 +21,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::jwt::JwtVerifier;
+use super::jwt::{JwtVerifier, KeySet};
 
 /// What a file looked like when last checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +67,12 @@ pub struct Reloader {
     interval: Duration,
     /// Everything file-backed.
     pieces: Vec<Piece>,
-    /// JWKS URLs, refreshed when due.
-    remote: Vec<Arc<JwtVerifier>>,
+    /// JWKS URLs, refreshed when due, and the key set last seen of each.
+    remote: Vec<(Arc<JwtVerifier>, Mutex<Arc<KeySet>>)>,
     /// The last fingerprint of each watched file.
     seen: Mutex<HashMap<PathBuf, Option<Fingerprint>>>,
+    /// Counts the reloads that changed something.
+    changes: watch::Sender<u64>,
 }
 
 /// The outcome of one reload: what was reloaded, and whether it worked.
@@ -81,6 +86,21 @@ impl Reloader {
             pieces: Vec::new(),
             remote: Vec::new(),
             seen: Mutex::new(HashMap::new()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// Changes each time a reload (of any file, or of a JWKS URL's keys)
+    /// succeeds: what open streams wait on to check their credentials and
+    /// grants again.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells the subscribers when any of `results` is a success.
+    fn announce(&self, results: &[ReloadResult]) {
+        if results.iter().any(|(_, result)| result.is_ok()) {
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 
@@ -106,7 +126,8 @@ impl Reloader {
 
     /// Refreshes `jwt`'s JWKS URL when due (and on SIGHUP).
     pub fn refresh_remote(&mut self, jwt: Arc<JwtVerifier>) {
-        self.remote.push(jwt);
+        let keys = Mutex::new(jwt.key_set());
+        self.remote.push((jwt, keys));
     }
 
     /// Whether there is nothing to reload, so no task is needed.
@@ -118,8 +139,9 @@ impl Reloader {
     /// I/O, so call from a blocking context in async code.
     pub fn reload_all(&self) -> Vec<ReloadResult> {
         let current = self.fingerprints();
-        let results = self.pieces.iter().map(|piece| run(piece)).collect();
+        let results: Vec<_> = self.pieces.iter().map(|piece| run(piece)).collect();
         self.remember(current);
+        self.announce(&results);
         results
     }
 
@@ -137,16 +159,17 @@ impl Reloader {
                         .any(|file| seen.get(file) != current.get(file))
                 })
                 .map(run)
-                .collect()
+                .collect::<Vec<_>>()
         };
         self.remember(current);
+        self.announce(&results);
         results
     }
 
     /// Refreshes each JWKS URL whose refresh is due; `force` fetches them
     /// all now.
     pub async fn refresh_remote_keys(&self, force: bool) {
-        for jwt in &self.remote {
+        for (jwt, seen) in &self.remote {
             let result = if force {
                 jwt.refresh().await
             } else {
@@ -154,6 +177,14 @@ impl Reloader {
             };
             if let Err(err) = result {
                 tracing::warn!(%err, "JWKS refresh failed; keeping the keys already loaded");
+            }
+            // Fetched here or for a token with an unknown key id: either
+            // way, open streams check their tokens against the new keys.
+            let keys = jwt.key_set();
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if !Arc::ptr_eq(&keys, &seen) {
+                *seen = keys;
+                self.changes.send_modify(|n| *n += 1);
             }
         }
     }
@@ -308,6 +339,29 @@ mod tests {
         assert!(!store.allows_topic(Some(&app()), "one"));
         assert!(store.allows_topic(Some(&app()), "two"));
         assert!(reloader.reload_changed().is_empty());
+    }
+
+    #[test]
+    fn subscribers_hear_of_successful_reloads_only() {
+        let dir = TempDir::new();
+        let path = dir.write("policy.toml", grant("one"));
+        let (_store, reloader) = watching(&path);
+        let mut changes = reloader.subscribe();
+        assert!(!changes.has_changed().unwrap());
+        reloader.reload_changed();
+        assert!(!changes.has_changed().unwrap(), "nothing changed");
+        std::fs::write(&path, "[[grant]]\n").unwrap();
+        assert!(reloader.reload_changed()[0].1.is_err());
+        assert!(
+            !changes.has_changed().unwrap(),
+            "a failed reload changes nothing"
+        );
+        std::fs::write(&path, grant("two")).unwrap();
+        reloader.reload_changed();
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        reloader.reload_all();
+        assert!(changes.has_changed().unwrap(), "SIGHUP");
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! checked by rustls' WebPKI verifier: signed by one of those CAs, and within
 //! its validity. The caller's principal is then read once per connection by
 //! [`peer_principal`] and carried in [`TlsConnectInfo`].
+//!
+//! A reload also empties the session cache, so that no client resumes a
+//! session (and the client certificate verified in it) established under
+//! the CAs it replaced; and [`TlsState::verify_client_chain`] checks a
+//! connection's certificate against the CAs of now, for its open streams.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,7 +27,10 @@ use futures_util::{Stream, StreamExt};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
@@ -43,6 +51,8 @@ use super::{AuthError, AuthMethod, Principal};
 /// ample over any real network and stops a silent peer from holding a
 /// connection slot.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions remembered for resumption (rustls' default).
+const SESSION_CACHE_SIZE: usize = 256;
 /// Finished handshakes waiting for the server to take them; the server
 /// takes them as fast as they come, so this only smooths bursts.
 const INCOMING_BACKLOG: usize = 64;
@@ -71,6 +81,8 @@ struct Inner {
     resolver: Arc<SwappableCert>,
     /// Checks client certificates against the current CAs (mTLS only).
     verifier: Option<Arc<SwappableVerifier>>,
+    /// The sessions clients may resume, emptied by every reload.
+    sessions: Arc<SwappableSessions>,
     /// Built once; reloads swap what the resolver and verifier read.
     config: Arc<ServerConfig>,
 }
@@ -110,6 +122,12 @@ impl TlsState {
         let mut config = builder.with_cert_resolver(resolver.clone());
         // gRPC is HTTP/2 only.
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // Resumption goes through a cache a reload empties; rustls makes no
+        // stateless tickets unless given a ticketer, and none is.
+        let sessions = Arc::new(SwappableSessions {
+            current: ArcSwap::new(ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)),
+        });
+        config.session_storage = sessions.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 cert_path: cert.to_owned(),
@@ -117,6 +135,7 @@ impl TlsState {
                 client_ca_path: client_ca.map(Path::to_owned),
                 resolver,
                 verifier,
+                sessions,
                 config: Arc::new(config),
             }),
         })
@@ -166,7 +185,26 @@ impl TlsState {
         if let (Some(swap), Some(verifier)) = (&inner.verifier, verifier) {
             swap.current.store(Arc::new(verifier));
         }
+        // Sessions established under the old CAs are not resumed.
+        inner
+            .sessions
+            .current
+            .store(ServerSessionMemoryCache::new(SESSION_CACHE_SIZE));
         Ok(())
+    }
+
+    /// Whether the client certificate `chain` (leaf first) still verifies
+    /// against the current `--tls-client-ca`, now; `Ok` without mTLS.
+    pub fn verify_client_chain(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let (Some(verifier), Some((leaf, intermediates))) =
+            (&self.inner.verifier, chain.split_first())
+        else {
+            return Ok(());
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|err| err.to_string())
     }
 
     /// Runs the TLS handshake on `io` (bounded by [`TLS_HANDSHAKE_TIMEOUT`])
@@ -201,12 +239,13 @@ impl TlsState {
             }
             Ok(Ok(stream)) => stream,
         };
-        let principal = match stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-        {
+        let chain = stream.get_ref().1.peer_certificates().map(|certs| {
+            certs
+                .iter()
+                .map(|cert| cert.clone().into_owned())
+                .collect::<Arc<[_]>>()
+        });
+        let principal = match chain.as_deref().and_then(|c| c.first()) {
             Some(cert) => match peer_principal(cert) {
                 Ok(principal) => Some(principal),
                 Err(err) => {
@@ -216,7 +255,11 @@ impl TlsState {
             },
             None => None,
         };
-        Ok(TlsConnection { stream, principal })
+        Ok(TlsConnection {
+            stream,
+            principal,
+            chain,
+        })
     }
 }
 
@@ -301,6 +344,9 @@ pub struct TlsConnection<IO> {
     /// Read once at the handshake: parsing the certificate per request would
     /// be waste.
     principal: Option<Principal>,
+    /// The client's certificate chain, leaf first, to verify again when the
+    /// client CAs change.
+    chain: Option<Arc<[CertificateDer<'static>]>>,
 }
 
 impl<IO> TlsConnection<IO> {
@@ -308,6 +354,11 @@ impl<IO> TlsConnection<IO> {
     /// names one.
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()
+    }
+
+    /// The client's certificate chain, leaf first, when one was presented.
+    pub fn peer_chain(&self) -> Option<&Arc<[CertificateDer<'static>]>> {
+        self.chain.as_ref()
     }
 
     /// The underlying TLS stream.
@@ -388,6 +439,30 @@ struct SwappableCert {
 impl ResolvesServerCert for SwappableCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
+    }
+}
+
+/// The session cache, replaced (so emptied) by every reload.
+#[derive(Debug)]
+struct SwappableSessions {
+    current: ArcSwap<ServerSessionMemoryCache>,
+}
+
+impl StoresServerSessions for SwappableSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.current.load().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current.load().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.current.load().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.current.load().can_cache()
     }
 }
 
@@ -717,6 +792,38 @@ mod tests {
                 .unwrap()
         );
         echo(&mut old_server, &mut old_client, b"still here").await;
+    }
+
+    #[tokio::test]
+    async fn no_session_outlives_the_client_cas_it_was_verified_under() {
+        use rustls::HandshakeKind;
+        let (dir, ca) = (TempDir::new(), Ca::new("test CA"));
+        let state = mtls(&dir, &ca);
+        let leaf = ca.leaf(Some("orders-service"), None, &[], None);
+        // One client configuration: it keeps the sessions it was given.
+        let client = client_config(&ca, Some(&leaf));
+        let (server, first) = handshake(&state, client.clone()).await;
+        let (mut server, mut first) = (server.unwrap(), first.unwrap());
+        // TLS 1.3 hands the session over after the handshake: exchange data.
+        echo(&mut server, &mut first, b"hello").await;
+        let (_, again) = handshake(&state, client.clone()).await;
+        assert_eq!(
+            again.unwrap().get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Resumed),
+            "resumption works while the CAs stay"
+        );
+
+        // The client's CA is no longer trusted.
+        let other = Ca::new("other CA");
+        dir.write("client-ca.crt", other.cert_pem());
+        state.reload().unwrap();
+        let chain: Vec<CertificateDer<'static>> = vec![leaf.cert_der()];
+        assert!(state.verify_client_chain(&chain).is_err());
+        let (server, _) = handshake(&state, client.clone()).await;
+        let err = server
+            .err()
+            .expect("a session from before the reload must not be resumed");
+        assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     }
 
     #[tokio::test]

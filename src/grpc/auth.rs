@@ -7,12 +7,11 @@
 //! Health checking and reflection stay open unless
 //! `--auth-protect-health`. Failures are counted by reason
 //! (`kafka_gateway_auth_failures_total{reason}`) and logged at most once a
-//! second, so a flood of bad tokens cannot flood the log.
+//! second per remote address, so a flood of bad tokens can neither flood
+//! the log nor hide another client's failures.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use tonic::Status;
@@ -24,15 +23,15 @@ use tower_service::Service;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::metrics::Metrics;
 
-use super::listener::ConnInfo;
+use super::listener::{ConnInfo, LogThrottle};
 
 /// Applies the [`Authenticator`] to every call.
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
-    /// The second of the last failure logged.
-    last_logged: Arc<AtomicU64>,
+    /// At most one line a second per remote address.
+    throttle: Arc<LogThrottle>,
 }
 
 impl AuthLayer {
@@ -40,7 +39,7 @@ impl AuthLayer {
         Self {
             authenticator,
             metrics,
-            last_logged: Arc::default(),
+            throttle: Arc::default(),
         }
     }
 }
@@ -93,15 +92,19 @@ where
         Box::pin(async move {
             let conn = request.extensions().get::<ConnInfo>();
             let peer = conn.and_then(|c| c.peer.clone());
+            let peer_chain = conn.and_then(|c| c.peer_chain.clone());
             let remote = conn.and_then(|c| c.remote);
             let metadata = MetadataMap::from_headers(request.headers().clone());
             match layer
                 .authenticator
-                .authenticate(&metadata, peer.as_ref())
+                .authenticate_call(&metadata, peer.as_ref(), peer_chain.as_ref())
                 .await
             {
-                Ok(Some(principal)) => {
+                Ok(Some((principal, credential))) => {
                     request.extensions_mut().insert(principal);
+                    if let Some(credential) = credential {
+                        request.extensions_mut().insert(credential);
+                    }
                     inner.call(request).await
                 }
                 Ok(None) => inner.call(request).await,
@@ -116,17 +119,15 @@ where
 }
 
 impl AuthLayer {
-    /// Logs a failure, at most one a second.
+    /// Logs a failure, at most one a second per remote address.
     fn log(&self, error: &AuthError, remote: Option<std::net::SocketAddr>, path: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.last_logged.swap(now, Ordering::Relaxed) != now {
+        let ip = remote.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |r| r.ip());
+        if self.throttle.allows(ip) {
             tracing::info!(
                 remote = ?remote,
                 path,
                 %error,
-                "call refused: not authenticated (further refusals this second are only counted)"
+                "call refused: not authenticated (further refusals from this address this second are only counted)"
             );
         }
     }
@@ -146,8 +147,10 @@ fn reason(error: &AuthError) -> &'static str {
         AuthError::BadSignature => "bad_signature",
         AuthError::AlgorithmNotAccepted(_) => "algorithm_not_accepted",
         AuthError::UnknownApiKey => "unknown_api_key",
+        AuthError::ApiKeyTooShort { .. } => "api_key_too_short",
         AuthError::NoPrincipalClaim { .. } | AuthError::NoPrincipalInCertificate => "no_principal",
         AuthError::JwksUnavailable => "jwks_unavailable",
+        AuthError::Revoked(_) => "revoked",
     }
 }
 

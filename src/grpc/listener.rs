@@ -13,11 +13,15 @@
 //! - at shutdown, every connection gets GOAWAY and closes once its streams
 //!   have drained, or when the server gives up waiting.
 //!
-//! A connection over `--max-connections` is still served, but only so that
-//! each of its calls gets `RESOURCE_EXHAUSTED` naming the flag (a reset
-//! connection would tell the client nothing); it is retired after
-//! [`REFUSED_LINGER`], and at most [`MAX_REFUSED_ALIVE`] such connections are
-//! kept at once: beyond that they are closed at once.
+//! Before it proves anything, a connection is held to little:
+//! - it must finish its handshakes (TLS when on, then the HTTP/2 preface)
+//!   within `--handshake-timeout`, plaintext or not, or it is closed;
+//! - until its first Produce or ProduceBatch call passes authentication it
+//!   counts among the unauthenticated connections, not against
+//!   `--max-connections`, and is closed when newer ones need its place
+//!   ([`crate::limits::Unauthenticated`]); that call counts it against
+//!   `--max-connections` or is refused `RESOURCE_EXHAUSTED` naming the flag
+//!   ([`crate::limits::ConnAdmission`]).
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -25,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,12 +46,11 @@ use tonic::body::Body;
 use tower_service::Service;
 
 use crate::auth::{Principal, TlsState};
-use crate::limits::{Admission, Slot};
+use crate::limits::{Admission, ConnAdmission};
 
-/// How long a connection over the cap stays open to refuse its calls.
-pub const REFUSED_LINGER: Duration = Duration::from_secs(5);
-/// Connections over the cap kept open at once to refuse their calls.
-pub const MAX_REFUSED_ALIVE: usize = 64;
+/// The HTTP/2 client connection preface: once this many bytes were read,
+/// the client has spoken HTTP/2 (RFC 9113, section 3.4).
+const HTTP2_PREFACE_LEN: usize = 24;
 /// How much a connection's maximum age varies either way, as a fraction.
 const AGE_JITTER: f64 = 0.1;
 
@@ -76,12 +79,13 @@ pub struct ConnInfo {
     /// When the connection is retired: its streams stop reading then and
     /// end with UNAVAILABLE.
     pub age_deadline: Option<Instant>,
-    /// Set on a connection over `--max-connections`: every call on it is
-    /// refused with this message.
-    pub refused: Option<Arc<str>>,
+    /// Whether the connection counts against `--max-connections` yet.
+    pub admission: Arc<ConnAdmission>,
     /// The principal of the client certificate verified in the TLS
     /// handshake, with `--tls-client-ca`.
     pub peer: Option<Principal>,
+    /// That certificate's chain, leaf first, to check again on reloads.
+    pub peer_chain: Option<Arc<[rustls_pki_types::CertificateDer<'static>]>>,
 }
 
 /// The two signals that end serving: `drain` retires every connection
@@ -120,9 +124,8 @@ pub async fn serve<S>(
         .keep_alive_timeout(options.http2_keepalive_timeout);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
-    let refused_alive = Arc::new(AtomicUsize::new(0));
-    // The second of the last handshake failure logged.
-    let last_logged = Arc::new(AtomicU64::new(0));
+    // The second of the last handshake failure logged, per address.
+    let log_throttle = Arc::new(LogThrottle::default());
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     loop {
         let accepted = tokio::select! {
@@ -144,72 +147,60 @@ pub async fn serve<S>(
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let (slot, refused, retire_at) = match admission.connections.try_take() {
-            Ok(slot) => {
-                let age = options.max_age.map(|age| now + jittered(age, id));
-                (Some(slot), None, age)
-            }
-            Err(message) => {
-                let Some(guard) = RefusedGuard::take(&refused_alive) else {
-                    tracing::debug!(%remote, "over --max-connections: closed at once");
-                    continue;
-                };
-                tracing::debug!(%remote, "over --max-connections: refusing its calls");
-                (None, Some((guard, message)), Some(now + REFUSED_LINGER))
-            }
-        };
-        let (refused_guard, refused_message) = match refused {
-            Some((guard, message)) => (Some(guard), Some(Arc::from(message))),
-            None => (None, None),
-        };
+        let pending = admission.unauthenticated.admit(id);
+        let evicted = pending.evicted.clone();
+        let handshake_deadline = now + admission.handshake_timeout();
         let mut info = ConnInfo {
             id,
             remote: Some(remote),
-            age_deadline: retire_at,
-            refused: refused_message,
+            age_deadline: options.max_age.map(|age| now + jittered(age, id)),
+            admission: Arc::new(ConnAdmission::new(pending)),
             peer: None,
+            peer_chain: None,
         };
-        let conn = Conn {
-            io,
-            _slot: slot,
-            _refused: refused_guard,
-        };
-        let grace = if info.refused.is_some() {
-            Duration::from_secs(1)
-        } else {
-            options.max_age_grace
-        };
+        let conn = Conn { io };
+        let grace = options.max_age_grace;
         let (service, builder, stopping, tls) = (
             service.clone(),
             builder.clone(),
             stopping.clone(),
             tls.clone(),
         );
-        let (tls_failures, last_logged) = (admission.tls_failures.clone(), last_logged.clone());
+        let (tls_failures, log_throttle) = (admission.tls_failures.clone(), log_throttle.clone());
+        let watch = Watch {
+            evicted,
+            handshake_deadline,
+        };
         connections.spawn(async move {
             let Some(tls) = tls else {
-                return serve_connection(conn, info, service, builder, grace, stopping).await;
+                return serve_connection(conn, info, service, builder, grace, stopping, watch)
+                    .await;
             };
             let accepted = tokio::select! {
                 accepted = tls.accept(conn) => accepted,
+                () = tokio::time::sleep_until(watch.handshake_deadline) => {
+                    tracing::debug!(%remote, "TLS handshake not finished within --handshake-timeout");
+                    return;
+                }
+                () = watch.evicted.cancelled() => return,
                 () = stopping.force.cancelled() => return,
             };
             match accepted {
                 Ok(stream) => {
                     info.peer = stream.principal().cloned();
-                    serve_connection(stream, info, service, builder, grace, stopping).await;
+                    info.peer_chain = stream.peer_chain().cloned();
+                    serve_connection(stream, info, service, builder, grace, stopping, watch)
+                        .await;
                 }
                 Err(err) => {
                     tls_failures.inc();
-                    // At most one a second: a scan must not flood the log.
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    if last_logged.swap(now, Ordering::Relaxed) != now {
+                    // At most one a second per address: a scan must not
+                    // flood the log, nor hide another client's failures.
+                    if log_throttle.allows(remote.ip()) {
                         tracing::info!(
                             %err,
                             %remote,
-                            "TLS handshake failed (further failures this second are only counted)"
+                            "TLS handshake failed (further failures from this address this second are only counted)"
                         );
                     }
                 }
@@ -224,7 +215,17 @@ pub async fn serve<S>(
     }
 }
 
-/// Serves one connection until it closes, is retired, or the server stops.
+/// What closes a connection before it proved anything.
+struct Watch {
+    /// Fires when newer unauthenticated connections need its place.
+    evicted: CancellationToken,
+    /// When its handshakes (TLS, HTTP/2 preface) must be done.
+    handshake_deadline: Instant,
+}
+
+/// Serves one connection until it closes, is retired, or the server stops;
+/// or, before it authenticated, until it is evicted; or, if it has not
+/// sent the HTTP/2 preface by its handshake deadline, then.
 async fn serve_connection<IO, S>(
     conn: IO,
     info: ConnInfo,
@@ -232,6 +233,7 @@ async fn serve_connection<IO, S>(
     builder: Arc<http2::Builder<TokioExecutor>>,
     grace: Duration,
     stopping: Stopping,
+    watch: Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -242,15 +244,32 @@ async fn serve_connection<IO, S>(
 {
     let id = info.id;
     let retire_at = info.age_deadline;
+    let admitted = info.admission.clone();
     let service = ConnService {
         inner: service,
         info,
     };
+    let conn = Preface::new(conn);
+    let spoke = conn.spoke.clone();
     let mut connection = pin!(builder.serve_connection(TokioIo::new(conn), service));
     let mut retiring = false;
     let mut close_at: Option<Instant> = None;
+    let mut handshake_deadline = Some(watch.handshake_deadline);
     loop {
         tokio::select! {
+            () = async { tokio::time::sleep_until(handshake_deadline.expect("set")).await },
+                if handshake_deadline.is_some() =>
+            {
+                if !spoke.load(Ordering::Acquire) {
+                    tracing::debug!(connection = id, "no HTTP/2 preface within --handshake-timeout: closing");
+                    return;
+                }
+                handshake_deadline = None;
+            }
+            () = watch.evicted.cancelled(), if !admitted.is_admitted() => {
+                tracing::debug!(connection = id, "unauthenticated connection closed to make room for a newer one");
+                return;
+            }
             result = connection.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(connection = id, %err, "connection ended with an error");
@@ -334,34 +353,40 @@ where
     }
 }
 
-/// Counts a connection kept open only to refuse its calls.
-struct RefusedGuard(Arc<AtomicUsize>);
+/// Remembers, per remote address, the second of the last line logged, so
+/// that each address gets at most one line a second: a flood from one
+/// address neither fills the log nor hides another's failures. Bounded:
+/// forgets everything past [`LogThrottle::MAX_ADDRESSES`].
+#[derive(Default)]
+pub struct LogThrottle {
+    last: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+}
 
-impl RefusedGuard {
-    fn take(alive: &Arc<AtomicUsize>) -> Option<Self> {
-        alive
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_REFUSED_ALIVE).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| RefusedGuard(alive.clone()))
+impl LogThrottle {
+    const MAX_ADDRESSES: usize = 4_096;
+
+    /// Whether a line about `ip` may be logged now.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.len() >= Self::MAX_ADDRESSES && !last.contains_key(&ip) {
+            last.retain(|_, second| *second == now);
+            if last.len() >= Self::MAX_ADDRESSES {
+                return false;
+            }
+        }
+        last.insert(ip, now) != Some(now)
     }
 }
 
-impl Drop for RefusedGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// One accepted connection's socket, holding its place under the caps
-/// until it closes.
+/// One accepted socket.
 struct Conn {
     io: TcpStream,
-    /// Counts against `--max-connections`.
-    _slot: Option<Slot>,
-    /// Counts against [`MAX_REFUSED_ALIVE`].
-    _refused: Option<RefusedGuard>,
 }
 
 impl AsyncRead for Conn {
@@ -404,9 +429,103 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// A connection's transport (after TLS) that notes when the client has
+/// sent the HTTP/2 preface, for `--handshake-timeout`.
+struct Preface<IO> {
+    io: IO,
+    /// Bytes read so far, up to the preface's length.
+    read: usize,
+    spoke: Arc<AtomicBool>,
+}
+
+impl<IO> Preface<IO> {
+    fn new(io: IO) -> Self {
+        Self {
+            io,
+            read: 0,
+            spoke: Arc::default(),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Preface<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if self.read < HTTP2_PREFACE_LEN {
+            self.read += buf.filled().len() - before;
+            if self.read >= HTTP2_PREFACE_LEN {
+                self.spoke.store(true, Ordering::Release);
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Preface<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_throttle_lets_each_address_speak_once_a_second() {
+        let throttle = LogThrottle::default();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(throttle.allows(a));
+        // A flood from one address does not silence another.
+        for _ in 0..100 {
+            let _ = throttle.allows(a);
+        }
+        assert!(throttle.allows(b));
+    }
+
+    #[tokio::test]
+    async fn the_preface_is_noticed_once_its_bytes_are_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = Preface::new(server);
+        let mut buf = [0u8; 64];
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(n, 16);
+        assert!(!server.spoke.load(Ordering::Acquire));
+        client.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+        let _ = server.read(&mut buf).await.unwrap();
+        assert!(server.spoke.load(Ordering::Acquire));
+    }
 
     #[test]
     fn ages_are_spread_by_a_tenth_either_way() {

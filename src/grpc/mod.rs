@@ -1,9 +1,12 @@
 //! The `kafka_gateway.v1.Producer` gRPC service: a thin shell that gives each
 //! stream a task running [`produce::drive`] and returns its responses; and
-//! [`listener`], which accepts the connections it is served on.
+//! [`listener`], which accepts the connections it is served on. Each
+//! stream's reading is guarded by [`revocation`], so that a reload that
+//! revokes its credential or grant ends it.
 
 pub mod auth;
 pub mod listener;
+pub mod revocation;
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use crate::shutdown;
 use crate::telemetry::Tracing;
 
 use listener::ConnInfo;
+use revocation::Revocation;
 
 /// Responses buffered per stream before the driver waits for the client to
 /// read: small, because each one is a whole batch's acks.
@@ -45,6 +49,8 @@ pub struct ProducerService {
     callers: Callers,
     /// The producers of transactional streams.
     transactions: Arc<Transactions>,
+    /// Ends streams whose credential or grant a reload revoked.
+    revocation: Option<Arc<Revocation>>,
 }
 
 impl ProducerService {
@@ -68,7 +74,15 @@ impl ProducerService {
             tracing,
             callers,
             transactions,
+            revocation: None,
         }
+    }
+
+    /// Ends open streams whose credential or transactional-id grant a
+    /// reload revoked, and streams whose token expires.
+    pub fn with_revocation(mut self, revocation: Revocation) -> Self {
+        self.revocation = Some(Arc::new(revocation));
+        self
     }
 
     /// The tonic server for this service, accepting batches of up to
@@ -111,6 +125,7 @@ impl ProducerService {
             .get::<Reservations>()
             .cloned()
             .unwrap_or_default();
+        let credential = extensions.get::<crate::auth::Credential>().cloned();
         let caller = self.callers.caller(auth::principal(extensions));
         let principal = caller.principal.as_ref().map(|p| p.name().to_owned());
         let (responder, responses) = produce::respond::channel(RESPONSE_BUFFER);
@@ -123,6 +138,7 @@ impl ProducerService {
             parent: self.tracing.extract(metadata),
         };
         let (callers, transactions) = (self.callers.clone(), self.transactions.clone());
+        let revocation = self.revocation.clone();
         let mut shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
             // The first request says whether the stream is transactional.
@@ -141,6 +157,12 @@ impl ProducerService {
                 _ => None,
             };
             let inbound = tokio_stream::iter(first).chain(inbound);
+            let inbound = match &revocation {
+                Some(revocation) => {
+                    revocation.guard(inbound, caller.principal.clone(), credential, id.clone())
+                }
+                None => Revocation::unguarded(inbound),
+            };
             let summary = match id {
                 None => {
                     produce::drive(

@@ -1,9 +1,16 @@
 //! The tower layer that applies the admission limits to every call, before
-//! any service sees it:
-//! - a call on a connection over `--max-connections` is refused;
-//! - a call over `--max-streams` is refused (gRPC health `Check` is exempt,
-//!   so probes keep working under load); the slot is held until the
-//!   response ends;
+//! any service sees it (and after authentication: a call here either
+//! carries its principal or needs none):
+//! - the first Produce or ProduceBatch call of a connection counts the
+//!   connection against `--max-connections` and its principal's
+//!   `--max-connections-per-principal`, or is refused;
+//! - a gRPC health `Watch` or reflection call takes a `--max-probe-streams`
+//!   slot, never a `--max-streams` one; without a principal it ends
+//!   UNAVAILABLE after `--unauthenticated-stream-timeout`;
+//! - any other call over `--max-streams`, or over its principal's
+//!   `--max-streams-per-principal`, is refused (gRPC health `Check` is
+//!   exempt from every cap, so probes keep working under load); slots are
+//!   held until the response ends;
 //! - the request body of a `Producer` call charges the memory budget for
 //!   each message before it is buffered ([`BudgetBody`]);
 //! - a unary `ProduceBatch` whose request cannot be decoded gets
@@ -14,19 +21,22 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body::{Frame, SizeHint};
+use tokio::time::Sleep;
 use tonic::Status;
 use tonic::body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::auth::Principal;
 use crate::error::StreamError;
 use crate::grpc::listener::ConnInfo;
 
-use super::{Admission, BudgetBody, Reservations, Slot};
+use super::{Admission, BudgetBody, PrincipalSlot, Reservations, Slot};
 
 /// gRPC health checking's unary probe: never refused for load.
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -34,6 +44,13 @@ const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const PRODUCER: &str = "/kafka_gateway.v1.Producer/";
 /// The unary call, whose request tonic decodes before our code runs.
 const PRODUCE_BATCH: &str = "/kafka_gateway.v1.Producer/ProduceBatch";
+/// Health checking and reflection: every call but `Check` is a stream
+/// tools and probes hold open.
+const PROBE_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Applies [`Admission`] to every call.
 #[derive(Clone)]
@@ -91,21 +108,40 @@ where
                 Status::resource_exhausted(message).into_http()
             )))
         };
-        if let Some(refused) = request
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|info| info.refused.clone())
-        {
-            return refuse(refused.to_string());
-        }
         let path = request.uri().path();
+        let principal = request.extensions().get::<Principal>().cloned();
+        let producer = path.starts_with(PRODUCER);
+        if producer
+            && let Some(info) = request.extensions().get::<ConnInfo>()
+            && let Err(message) = info.admission.admit(&self.admission, principal.as_ref())
+        {
+            return refuse(message);
+        }
+        let mut lifetime = None;
         let slot = if path == HEALTH_CHECK {
             None
+        } else if PROBE_SERVICES.iter().any(|probe| path.starts_with(probe)) {
+            if principal.is_none() {
+                lifetime = Some(self.admission.caps.admission.unauthenticated_stream_timeout);
+            }
+            match self.admission.probe_streams.try_take() {
+                Ok(slot) => Some(slot),
+                Err(message) => return refuse(message),
+            }
         } else {
             match self.admission.streams.try_take() {
                 Ok(slot) => Some(slot),
                 Err(message) => return refuse(message),
             }
+        };
+        let principal_slot = match (&principal, &slot) {
+            (Some(principal), Some(_)) => {
+                match self.admission.principal_streams.try_take(principal) {
+                    Ok(slot) => Some(slot),
+                    Err(message) => return refuse(message),
+                }
+            }
+            _ => None,
         };
         let unary_produce = path == PRODUCE_BATCH;
         if path.starts_with(PRODUCER) {
@@ -122,7 +158,16 @@ where
                 precise_decode_status(response.headers_mut());
             }
             Ok(match slot {
-                Some(slot) => response.map(|body| Body::new(Held { body, _slot: slot })),
+                Some(slot) => response.map(|body| {
+                    Body::new(Held {
+                        body,
+                        _slot: slot,
+                        _principal: principal_slot,
+                        lifetime: lifetime
+                            .map(|after| (Box::pin(tokio::time::sleep(after)), after)),
+                        ended: false,
+                    })
+                }),
                 None => response,
             })
         })
@@ -147,10 +192,16 @@ fn precise_decode_status(headers: &mut http::HeaderMap) {
     }
 }
 
-/// A response body that holds a stream slot until the response ends.
+/// A response body that holds a stream slot (and its principal's) until
+/// the response ends, and ends it when its lifetime is up.
 struct Held {
     body: Body,
     _slot: Slot,
+    _principal: Option<PrincipalSlot>,
+    /// For an unauthenticated stream: when it ends, and how long that is.
+    lifetime: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// The lifetime's status was sent: nothing follows.
+    ended: bool,
 }
 
 impl http_body::Body for Held {
@@ -161,11 +212,28 @@ impl http_body::Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some((sleep, after)) = &mut self.lifetime
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let status = Status::unavailable(format!(
+                "a health or reflection stream without credentials lasts at most {after:?} \
+                 (--unauthenticated-stream-timeout); call again"
+            ));
+            let mut trailers = http::HeaderMap::new();
+            if let Err(err) = status.add_header(&mut trailers) {
+                tracing::warn!(%err, "cannot end a stream at its lifetime");
+            }
+            self.ended = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -56,6 +56,9 @@ pub(super) struct Batches {
     /// On a transactional stream: batches below this sequence number may be
     /// answered (their transaction ended). `None`: any finished batch may.
     released: Option<u64>,
+    /// The topic last told to the metrics as acked, so that a run of acks
+    /// of one topic tells them once.
+    acked_topic: Option<Arc<str>>,
 }
 
 struct PendingBatch {
@@ -178,6 +181,10 @@ impl Batches {
     /// the batch asked for compact acks and the record went to the batch's
     /// topic.
     pub fn resolve_delivered(&mut self, tag: &Tag, delivered: Delivered, metrics: &Metrics) {
+        if self.acked_topic.as_deref() != Some(&*tag.topic) {
+            metrics.topic_acked(&tag.topic);
+            self.acked_topic = Some(tag.topic.clone());
+        }
         let compact = &self.queue[(tag.seq - self.front_seq) as usize].compact;
         let topic = match compact {
             Some(topic) if Arc::ptr_eq(topic, &tag.topic) || **topic == *tag.topic => "",

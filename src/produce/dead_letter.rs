@@ -16,6 +16,19 @@
 //! error, with `dead_letter` saying where the record was parked, or with a
 //! message saying why parking failed. Never silence.
 //!
+//! Records the policy refused (`NOT_AUTHORIZED`) are parked only with
+//! `--dead-letter-not-authorized`: the caller may not write their topic,
+//! and parking writes them with the gateway's own credentials. Whatever is
+//! parked was charged to the caller's quota before it was handed over, like
+//! any record the stream sends.
+//!
+//! The cause headers are always the gateway's: headers the client sent
+//! under the reserved prefix [`HEADER_PREFIX`] (in any case) are left out of
+//! the parked copy, so that a consumer of the dead-letter topic cannot be
+//! handed a forged cause or principal. The record itself, in its own topic,
+//! keeps them: a record replayed from the dead-letter topic is written as
+//! it comes.
+//!
 //! What a stream holds for this stays within its window's bounds: the
 //! letters come from batches not yet answered, which the driver already
 //! counts before it reads more.
@@ -35,6 +48,9 @@ use super::summary::Summary;
 use super::window::{Limits, Window};
 use super::{DeliveryResult, OutboundRecord, Sender, TrySendError, error_result};
 
+/// The prefix of every cause header: reserved for the gateway in the
+/// dead-letter topic.
+pub const HEADER_PREFIX: &str = "kafka_gateway.dead_letter.";
 /// The error code of the failure, as its proto name (`ERROR_CODE_...`).
 pub const HEADER_CODE: &str = "kafka_gateway.dead_letter.code";
 /// The error message the client got.
@@ -65,6 +81,9 @@ pub struct DeadLetter {
     pub topic: Arc<str>,
     /// Park records that timed out too (`--dead-letter-retriable`).
     pub retriable: bool,
+    /// Park records the policy refused too
+    /// (`--dead-letter-not-authorized`).
+    pub not_authorized: bool,
 }
 
 impl DeadLetter {
@@ -73,9 +92,13 @@ impl DeadLetter {
     /// and the codes that name the record or its destination as the
     /// problem), and with `retriable`, a record that ran out of librdkafka's
     /// retries. Not a gateway or cluster condition that passes (shutdown,
-    /// brokers unreachable, a producer being replaced).
+    /// brokers unreachable, a producer being replaced). A record the policy
+    /// refused only with `not_authorized`.
     pub fn parks(&self, error: &RecordError) -> bool {
         let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+        if code == ErrorCode::NotAuthorized {
+            return self.not_authorized;
+        }
         if is_the_records_own(code) {
             return true;
         }
@@ -90,8 +113,9 @@ impl DeadLetter {
     }
 
     /// The copy of `record`, which failed with `error`, that goes to the
-    /// dead-letter topic: its key, value, headers and (valid) timestamp,
-    /// then the cause headers; the partitioner places it by its key.
+    /// dead-letter topic: its key, value, headers (but those under
+    /// [`HEADER_PREFIX`]) and (valid) timestamp, then the cause headers; the
+    /// partitioner places it by its key.
     fn letter(
         &self,
         mut record: OutboundRecord,
@@ -99,6 +123,18 @@ impl DeadLetter {
         principal: Option<&str>,
     ) -> OutboundRecord {
         let topic = std::mem::replace(&mut record.topic, self.topic.clone());
+        let reserved = |key: &str| {
+            key.len() >= HEADER_PREFIX.len()
+                && key.as_bytes()[..HEADER_PREFIX.len()]
+                    .eq_ignore_ascii_case(HEADER_PREFIX.as_bytes())
+        };
+        record.headers.retain(|h| {
+            let keep = !reserved(&h.key);
+            if !keep {
+                record.size -= h.key.len() + h.value.len();
+            }
+            keep
+        });
         let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
         let header = |key: &str, value: Bytes| proto::Header {
             key: key.to_owned(),
@@ -286,6 +322,7 @@ mod tests {
         DeadLetter {
             topic: Arc::from("dlq"),
             retriable,
+            not_authorized: false,
         }
     }
 
@@ -298,7 +335,7 @@ mod tests {
             (ErrorCode::RecordTooLarge, false, true, true),
             (ErrorCode::UnknownTopic, true, true, true),
             (ErrorCode::UnknownPartition, false, true, true),
-            (ErrorCode::NotAuthorized, false, true, true),
+            (ErrorCode::NotAuthorized, false, false, false),
             (ErrorCode::TimedOut, true, false, true),
             (ErrorCode::Unavailable, true, false, false),
             (ErrorCode::Internal, true, false, false),
@@ -316,6 +353,67 @@ mod tests {
                 "{code:?} retriable={retriable} with --dead-letter-retriable"
             );
         }
+    }
+
+    #[test]
+    fn records_the_policy_refused_are_parked_only_when_asked() {
+        let denied = record_error(ErrorCode::NotAuthorized, "no grant", false);
+        assert!(!config(false).parks(&denied));
+        assert!(!config(true).parks(&denied));
+        let opted_in = DeadLetter {
+            not_authorized: true,
+            ..config(false)
+        };
+        assert!(opted_in.parks(&denied));
+    }
+
+    #[test]
+    fn client_headers_under_the_reserved_prefix_never_reach_the_parked_copy() {
+        let forged = |key: &str, value: &'static [u8]| proto::Header {
+            key: key.into(),
+            value: Bytes::from_static(value),
+        };
+        let record = OutboundRecord {
+            topic: Arc::from("orders"),
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![
+                forged("kafka_gateway.dead_letter.code", b"FORGED"),
+                forged("h", b"1"),
+                forged("KAFKA_GATEWAY.Dead_Letter.principal", b"admin"),
+                forged("kafka_gateway.dead_letter.anything", b"x"),
+                forged("kafka_gateway.dead_letterx", b"kept"),
+            ],
+            partition: None,
+            timestamp_ms: None,
+            size: 1 + 30 + 6 + 2 + 35 + 5 + 34 + 1 + 26 + 4,
+            trace_headers: None,
+            stamp: None,
+        };
+        let error = record_error(ErrorCode::InvalidRecord, "bad", false);
+        let letter = config(false).letter(record, &error, Some("alice"));
+        let headers: Vec<(&str, &[u8])> = letter
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), &h.value[..]))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("h", &b"1"[..]),
+                ("kafka_gateway.dead_letterx", b"kept"),
+                (HEADER_CODE, b"ERROR_CODE_INVALID_RECORD"),
+                (HEADER_MESSAGE, b"bad"),
+                (HEADER_TOPIC, b"orders"),
+                (HEADER_PRINCIPAL, b"alice"),
+            ]
+        );
+        let payload: usize = 1 + letter
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum::<usize>();
+        assert_eq!(letter.size, payload);
     }
 
     #[test]

@@ -671,6 +671,7 @@ async fn a_jwks_is_fetched_over_https_trusting_an_extra_ca() {
         &url,
         "--jwt-jwks-ca",
         ca_file.to_str().unwrap(),
+        "--jwt-allow-any-audience",
     ])
     .unwrap();
     args.validate().unwrap();
@@ -685,4 +686,60 @@ async fn a_jwks_is_fetched_over_https_trusting_an_extra_ca() {
             .name(),
         "svc"
     );
+}
+
+/// A JWKS endpoint that never answers until told to.
+struct StuckFetcher {
+    release: tokio::sync::Notify,
+    body: String,
+}
+
+impl JwksFetcher for StuckFetcher {
+    fn fetch<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            self.release.notified().await;
+            Ok(self.body.clone().into_bytes())
+        })
+    }
+}
+
+#[tokio::test]
+async fn tokens_with_unknown_key_ids_cannot_pile_up_behind_a_slow_jwks_fetch() {
+    let known = Signer::es256("known");
+    let fetcher = Arc::new(StuckFetcher {
+        release: tokio::sync::Notify::new(),
+        body: jwks(&[&known]),
+    });
+    let verifier = Arc::new(JwtVerifier::from_url(
+        "https://idp/jwks",
+        fetcher.clone(),
+        settings(),
+    ));
+    // The first load: the keys are there, the endpoint then hangs.
+    verifier.keys.store(Arc::new(
+        KeySet::parse(jwks(&[&known]).as_bytes(), "x").unwrap(),
+    ));
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..MAX_JWKS_FETCH_WAITERS + 200 {
+        let verifier = verifier.clone();
+        let forged = Signer::es256("forged").token(claims("x"));
+        waiting.spawn(async move { verifier.verify(&forged).await });
+    }
+    // Every call beyond the bound is answered at once, while the fetch hangs.
+    let mut answered = 0;
+    while answered < 200 {
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting.join_next())
+            .await
+            .expect("calls beyond the bound do not wait for the fetch")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(result, Err(AuthError::UnknownKeyId { .. })));
+        answered += 1;
+    }
+    assert_eq!(waiting.len(), MAX_JWKS_FETCH_WAITERS);
+    // Known keys are never held up.
+    assert!(verifier.verify(&known.token(claims("a"))).await.is_ok());
+    fetcher.release.notify_waiters();
+    fetcher.release.notify_one();
+    waiting.abort_all();
 }

@@ -359,8 +359,8 @@ fn enqueue(
     completions: &Arc<Completions>,
     seq: u64,
 ) -> Result<(), KafkaError> {
-    // The client's headers (but one named as the principal header, which it
-    // may not forge), then the principal's, then the batch's trace context,
+    // The client's headers (but one named as the principal header in any
+    // case, which it may not forge), then the principal's, then the batch's trace context,
     // unless the client set its own on the record.
     let stamp = record.stamp.as_deref();
     let trace = record
@@ -373,7 +373,7 @@ fn enqueue(
         let client = record
             .headers
             .iter()
-            .filter(|h| stamp.is_none_or(|(name, _)| h.key != *name))
+            .filter(|h| stamp.is_none_or(|(name, _)| !h.key.eq_ignore_ascii_case(name)))
             .map(|h| (h.key.as_str(), &h.value[..]));
         let stamp = stamp.map(|(name, value)| (name.as_str(), &value[..]));
         let trace = trace.iter().map(|(k, v)| (k.as_str(), &v[..]));

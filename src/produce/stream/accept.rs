@@ -25,7 +25,9 @@ pub(super) struct StreamState<'a> {
 }
 
 /// Validates a batch, opens its response and its span, and queues its
-/// valid records; returns how many records and payload bytes it queued.
+/// valid records; returns how many records and payload bytes it queued,
+/// those queued for the dead-letter topic included: the caller's quota is
+/// charged for all of them before any is handed over.
 pub(super) async fn accept<S: Sender>(
     sender: &S,
     limits: &StreamLimits,
@@ -131,7 +133,10 @@ pub(super) async fn accept<S: Sender>(
                     };
                     let parked = parks(&error)
                         .then(|| keep(validate::refused(record, size, &default_topic)));
-                    stream.refuse(tag, error, parked, metrics);
+                    if let Some(bytes) = stream.refuse(tag, error, parked, metrics) {
+                        queued += 1;
+                        queued_bytes += bytes;
+                    }
                     continue;
                 }
             };
@@ -173,7 +178,10 @@ pub(super) async fn accept<S: Sender>(
         match failure {
             Some(error) => {
                 let parked = parks(&error).then(|| keep(record));
-                stream.refuse(tag, error, parked, metrics);
+                if let Some(bytes) = stream.refuse(tag, error, parked, metrics) {
+                    queued += 1;
+                    queued_bytes += bytes;
+                }
             }
             None => {
                 record.trace_headers = trace_headers.clone();

@@ -47,25 +47,30 @@ pub(super) fn settle(
 impl StreamState<'_> {
     /// A record refused before it reached librdkafka: answered now, or, when
     /// it is `parked`, queued in its turn with its failure, to be written to
-    /// the dead-letter topic in stream order.
+    /// the dead-letter topic in stream order. Returns the payload bytes the
+    /// dead-letter topic is to get, which the caller's quota is charged for
+    /// like a record sent.
     pub(super) fn refuse(
         &mut self,
         tag: Tag,
         error: RecordError,
         parked: Option<OutboundRecord>,
         metrics: &Metrics,
-    ) {
+    ) -> Option<u64> {
         match parked {
             Some(record) => {
                 let tag = Tag {
                     failed: Some(Box::new(error)),
                     ..tag
                 };
+                let size = record.size as u64;
                 self.pending.push_back((tag, record));
+                Some(size)
             }
             None => {
                 self.summary.records_failed += 1;
                 self.batches.resolve(&tag, error_result(error), metrics);
+                None
             }
         }
     }

@@ -7,6 +7,7 @@ fn dead_letter_limits(topic: &str, retriable: bool) -> StreamLimits {
         dead_letter: Some(DeadLetter {
             topic: Arc::from(topic),
             retriable,
+            not_authorized: true,
         }),
         ..limits(100, 100_000)
     }
