@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::error::is_the_records_own;
 use crate::limits::Reservation;
-use crate::metrics::{self, Metrics, RecordLabels};
+use crate::metrics::{self, BatchLabels, Metrics, RecordLabels};
 use crate::proto::{ErrorCode, ProduceResponse, RecordError, RecordResult, record_result};
 
 use super::{Delivered, OutboundRecord, error_result, ok_result};
@@ -31,6 +31,9 @@ pub(super) struct Tag {
     pub topic: Arc<str>,
     /// Payload bytes, for the metrics.
     pub size: usize,
+    /// librdkafka took it: it counts as sent to Kafka, whatever its outcome
+    /// (else it was refused before).
+    pub sent: bool,
     /// Set when the record was refused before it reached librdkafka and is
     /// kept for the dead-letter topic: its failure.
     pub failed: Option<Box<RecordError>>,
@@ -75,17 +78,29 @@ struct PendingBatch {
     /// When the batch entered the window.
     started: Instant,
     trace: BatchTrace,
-    /// Records and bytes per metric label set, counted when the batch ends.
-    tally: Vec<(RecordLabels, u64, u64)>,
+    /// Records and bytes per metric label set and whether they were sent to
+    /// Kafka, counted when the batch ends.
+    tally: Vec<(RecordLabels, bool, u64, u64)>,
 }
 
 impl PendingBatch {
     /// Every record's result is known: the span ends, the metrics count.
     fn finish(&mut self, metrics: &Metrics) {
         self.trace.finish(self.results.len());
-        metrics.batch_done(self.started.elapsed());
-        for (labels, records, bytes) in self.tally.drain(..) {
-            metrics.records(&labels, records, bytes);
+        // The batch's topic label: the one its records' labels share.
+        let topic = match self.tally.split_first() {
+            Some(((first, ..), rest)) if rest.iter().all(|(l, ..)| l.topic == first.topic) => {
+                first.topic.clone()
+            }
+            _ => String::new(),
+        };
+        let labels = BatchLabels {
+            topic,
+            error_type: metrics::batch_error_type(&self.results),
+        };
+        metrics.batch_done(&labels, self.started.elapsed());
+        for (labels, sent, records, bytes) in self.tally.drain(..) {
+            metrics.records(&labels, sent, records, bytes);
         }
     }
 }
@@ -161,15 +176,15 @@ impl Batches {
         };
         // Most records of a batch share their topic and result: the last
         // tally entry first.
-        let same = |(labels, _, _): &&mut (RecordLabels, u64, u64)| {
-            labels.result == label && labels.topic == topic
+        let same = |(labels, sent, _, _): &&mut (RecordLabels, bool, u64, u64)| {
+            labels.result == label && labels.topic == topic && *sent == tag.sent
         };
         let entry = match batch.tally.last_mut() {
             Some(last) if same(&last) => Some(last),
             _ => batch.tally.iter_mut().find(same),
         };
         match entry {
-            Some((_, records, bytes)) => {
+            Some((_, _, records, bytes)) => {
                 *records += 1;
                 *bytes += tag.size as u64;
             }
@@ -178,6 +193,7 @@ impl Batches {
                     topic: topic.to_owned(),
                     result: label,
                 },
+                tag.sent,
                 1,
                 tag.size as u64,
             )),

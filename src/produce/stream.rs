@@ -342,6 +342,7 @@ where
             }
             match sender.try_send(&record, window.completions(), window.next_seq()) {
                 Ok(()) => {
+                    tag.sent = true;
                     if dead.is_some() && batches.dead_letter(tag.seq) {
                         tag.kept = Some(Box::new(record));
                     }
@@ -996,6 +997,7 @@ async fn accept<S: Sender>(
                         index,
                         topic: Arc::from(""),
                         size,
+                        sent: false,
                         failed: None,
                         kept: None,
                     };
@@ -1037,6 +1039,7 @@ async fn accept<S: Sender>(
             index,
             topic: record.topic.clone(),
             size: record.size,
+            sent: false,
             failed: None,
             kept: None,
         };
