@@ -4,6 +4,9 @@
 //! saying what was wrong. Services and the send path only ever read the
 //! principal.
 //!
+//! Under the call's span ([`super::trace`]), authenticating is a span of
+//! its own, `authenticate`, naming the principal or why it failed.
+//!
 //! Health checking and reflection stay open unless
 //! `--auth-protect-health`. Failures are counted by reason
 //! (`kafka_gateway_auth_failures_total{reason}`) and logged at most once a
@@ -25,6 +28,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::metrics::Metrics;
 
 use super::listener::ConnInfo;
+use super::trace::CallContext;
 
 /// Applies the [`Authenticator`] to every call.
 #[derive(Clone)]
@@ -95,11 +99,21 @@ where
             let peer = conn.and_then(|c| c.peer.clone());
             let remote = conn.and_then(|c| c.remote);
             let metadata = MetadataMap::from_headers(request.headers().clone());
-            match layer
+            let trace = request
+                .extensions()
+                .get::<CallContext>()
+                .map(CallContext::start_authentication);
+            let authenticated = layer
                 .authenticator
                 .authenticate(&metadata, peer.as_ref())
-                .await
-            {
+                .await;
+            if let Some(trace) = trace {
+                trace.finish(match &authenticated {
+                    Ok(principal) => Ok(principal.as_ref().map(Principal::name)),
+                    Err(error) => Err(reason(error)),
+                });
+            }
+            match authenticated {
                 Ok(Some(principal)) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await

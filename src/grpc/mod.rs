@@ -1,9 +1,12 @@
 //! The `kafka_gateway.v1.Producer` gRPC service: a thin shell that gives each
-//! stream a task running [`produce::drive`] and returns its responses; and
-//! [`listener`], which accepts the connections it is served on.
+//! stream a task running [`produce::drive`] and returns its responses;
+//! [`listener`], which accepts the connections it is served on; and the
+//! layers a call passes through first: [`trace`] (its span) and [`auth`]
+//! (who is calling).
 
 pub mod auth;
 pub mod listener;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -85,9 +88,11 @@ impl ProducerService {
     }
 
     /// Starts a task driving one stream; its responses arrive on the returned
-    /// stream. Its batches' spans are children of the caller's context in
-    /// `metadata`; `extensions` carry the connection's facts and the
-    /// reservations of the budget made for its messages.
+    /// stream. Its batches' spans are children of the call's span
+    /// ([`trace::CallContext`] in `extensions`), or, without one, of the
+    /// caller's context in `metadata`; `extensions` also carry the
+    /// connection's facts and the reservations of the budget made for its
+    /// messages.
     fn spawn_stream<In>(
         &self,
         kind: &'static str,
@@ -120,7 +125,10 @@ impl ProducerService {
         let observers = Observers {
             metrics: self.metrics.clone(),
             tracing: self.tracing.clone(),
-            parent: self.tracing.extract(metadata),
+            parent: match extensions.get::<trace::CallContext>() {
+                Some(call) => call.context.clone(),
+                None => self.tracing.extract(metadata),
+            },
         };
         let (callers, transactions) = (self.callers.clone(), self.transactions.clone());
         let mut shutdown = self.shutdown.clone();

@@ -86,7 +86,7 @@ struct PendingBatch {
 impl PendingBatch {
     /// Every record's result is known: the span ends, the metrics count.
     fn finish(&mut self, metrics: &Metrics) {
-        self.trace.finish(self.results.len());
+        self.trace.finish(&self.results);
         // The batch's topic label: the one its records' labels share.
         let topic = match self.tally.split_first() {
             Some(((first, ..), rest)) if rest.iter().all(|(l, ..)| l.topic == first.topic) => {
@@ -198,7 +198,7 @@ impl Batches {
                 tag.size as u64,
             )),
         }
-        batch.trace.record(tag.index, &result);
+        batch.trace.record(tag.index, &tag.topic, &result);
         let slot = &mut batch.results[tag.index];
         debug_assert!(
             slot.result.is_none(),
