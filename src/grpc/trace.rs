@@ -12,7 +12,8 @@
 //! CANCELLED. Its context, [`CallContext`] in the request's extensions, is
 //! where the call's other spans go: the stream's batches and transactions.
 //!
-//! Health checking and reflection are not traced.
+//! Health checking and reflection are not traced, nor anything when no
+//! exporter is configured.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -105,7 +106,10 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(method) = method(request.uri().path()) else {
+        // Nothing to record: the service reads the caller's context from
+        // the metadata itself.
+        let method = method(request.uri().path()).filter(|_| self.tracing.is_enabled());
+        let Some(method) = method else {
             return Box::pin(inner.call(request));
         };
         let parent = self.tracing.extract_headers(request.headers());
