@@ -121,8 +121,10 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
 Durations take ms, s or m. Every option can also be set by the environment variable shown; \
 a flag wins over its variable. RUST_LOG sets the log filter (default: info).
 
-Tracing: each batch is an OpenTelemetry span (kind PRODUCER, `send {topic}`) under the \
-caller's W3C trace context, and each record carries a `traceparent` header pointing at it. \
+Tracing: each call is an OpenTelemetry span (kind SERVER, `kafka_gateway.v1.Producer/Produce`) \
+under the caller's W3C trace context, and each batch a span under it (kind PRODUCER, `send`, \
+the topic in messaging.destination.name); each record carries a `traceparent` header pointing \
+at its batch's span, unless it carries its own, which the span links to. \
 Spans go over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) or \
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, \
 OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS and \
@@ -330,6 +332,13 @@ pub struct Config {
         requires = "dead_letter_topic"
     )]
     pub dead_letter_not_authorized: bool,
+
+    /// Record every stored record in its batch's span, as an event with its
+    /// topic, partition and offset (up to 1,000 a batch), so that the trace
+    /// of any offset can be found. Without it a batch span lists each
+    /// partition's first and last offset only.
+    #[arg(long, env = "KAFKA_GATEWAY_TRACE_RECORDS")]
+    pub trace_records: bool,
 
     /// Transactional streams open at once. Each holds a Kafka producer of
     /// its own (librdkafka runs one transaction per producer); one more

@@ -1,11 +1,20 @@
 //! Prometheus metrics, in the OpenMetrics text format, served on
 //! `--metrics-listen` at `/metrics`.
 //!
-//! The gateway's own: records and bytes by topic and result, batches and
-//! their ack latency, records and bytes in flight, open streams and why
-//! streams ended. librdkafka's: its queue, and per broker the round-trip
-//! time, retries, errors and connection state, from its statistics
+//! The gateway's own: records and bytes sent to Kafka by topic and result,
+//! records refused before any send, batches and their ack latency by topic
+//! and error, records and bytes in flight, open streams and why streams
+//! ended. librdkafka's: its queue, and per broker the round-trip time,
+//! retries, errors and connection state, from its statistics
 //! (`statistics.interval.ms`).
+//!
+//! Against OpenTelemetry's messaging conventions (README.md, "Metrics",
+//! has the table): `kafka_gateway_records_total` is
+//! `messaging.client.sent.messages` (its `result` label, but for `ok`, is
+//! `error.type`) and `kafka_gateway_batch_ack_latency_seconds` is
+//! `messaging.client.operation.duration` of the `send` of a batch, with the
+//! advised buckets. Every error label uses the one `error.type`
+//! vocabulary of the spans: [`code_label`].
 //!
 //! No label value is the client's to choose. A `topic` label names a topic
 //! only once a record of it was acked (so the topic exists and a caller was
@@ -23,7 +32,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use rdkafka::statistics::Statistics;
 
@@ -44,6 +53,26 @@ pub struct RecordLabels {
     pub topic: String,
     /// `ok`, or the error code in lower case (`timed_out`, ...).
     pub result: &'static str,
+}
+
+/// The labels of a batch's ack latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatchLabels {
+    /// The topic label its records share (see [`RecordLabels`]); empty
+    /// when they have several.
+    pub topic: String,
+    /// Empty when every record was stored, else the `error.type` of its
+    /// first failed record (`timed_out`, ...).
+    pub error_type: &'static str,
+}
+
+/// `messaging.client.operation.duration`'s advised buckets, in seconds.
+const OPERATION_DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+fn operation_duration() -> Histogram {
+    Histogram::new(OPERATION_DURATION_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,8 +131,9 @@ pub struct Metrics {
     registry: Registry,
     records: Family<RecordLabels, Counter>,
     record_bytes: Family<RecordLabels, Counter>,
+    refused: Family<RecordLabels, Counter>,
     batches: Counter,
-    batch_latency: Histogram,
+    batch_latency: Family<BatchLabels, Histogram, fn() -> Histogram>,
     in_flight_records: Gauge,
     in_flight_bytes: Gauge,
     open_streams: Gauge,
@@ -152,23 +182,34 @@ impl Metrics {
         let records = Family::<RecordLabels, Counter>::default();
         registry.register(
             "records",
-            "Records answered, by topic and result (ok or the error code)",
+            "Records sent to Kafka (messaging.client.sent.messages), by topic and result \
+             (ok or the error.type)",
             records.clone(),
         );
         let record_bytes = Family::<RecordLabels, Counter>::default();
         registry.register_with_unit(
             "record",
-            "Payload bytes (key, value, headers) of records answered, by topic and result",
+            "Payload bytes (key, value, headers) of records sent to Kafka, by topic and result",
             Unit::Bytes,
             record_bytes.clone(),
         );
+        let refused = Family::<RecordLabels, Counter>::default();
+        registry.register(
+            "refused_records",
+            "Records answered with an error before any send to Kafka (validation, policy, \
+             unknown topic or partition), by topic and error.type",
+            refused.clone(),
+        );
         let batches = Counter::default();
         registry.register("batches", "Batches answered", batches.clone());
-        // 0.5 ms to about 33 s.
-        let batch_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 17));
+        let batch_latency =
+            Family::<BatchLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                operation_duration,
+            );
         registry.register_with_unit(
             "batch_ack_latency",
-            "From a batch entering the send window to its last record's result",
+            "From a batch entering the send window to its last record's result \
+             (messaging.client.operation.duration of its send), by topic and error.type",
             Unit::Seconds,
             batch_latency.clone(),
         );
@@ -271,6 +312,7 @@ impl Metrics {
             registry,
             records,
             record_bytes,
+            refused,
             batches,
             batch_latency,
             in_flight_records,
@@ -423,9 +465,10 @@ impl Metrics {
         text
     }
 
-    /// Counts `records` results of `bytes` payload bytes; `labels.topic`
-    /// becomes `""` unless it may be a label value.
-    pub fn records(&self, labels: &RecordLabels, records: u64, bytes: u64) {
+    /// Counts `records` results of `bytes` payload bytes, of records `sent`
+    /// to Kafka or refused before; `labels.topic` becomes `""` unless it may
+    /// be a label value.
+    pub fn records(&self, labels: &RecordLabels, sent: bool, records: u64, bytes: u64) {
         if labels.result == "ok" {
             self.topic_acked(&labels.topic);
         }
@@ -440,14 +483,36 @@ impl Metrics {
             };
             &unlabelled
         };
-        self.records.get_or_create(labels).inc_by(records);
-        self.record_bytes.get_or_create(labels).inc_by(bytes);
+        if sent {
+            self.records.get_or_create(labels).inc_by(records);
+            self.record_bytes.get_or_create(labels).inc_by(bytes);
+        } else {
+            self.refused.get_or_create(labels).inc_by(records);
+        }
     }
 
     /// A batch was answered `latency` after it entered the window.
-    pub fn batch_done(&self, latency: std::time::Duration) {
+    pub fn batch_done(&self, labels: &BatchLabels, latency: std::time::Duration) {
         self.batches.inc();
-        self.batch_latency.observe(latency.as_secs_f64());
+        // The same rule as the records' topic label.
+        let result = match labels.error_type {
+            "" => "ok",
+            error_type => error_type,
+        };
+        let unlabelled;
+        let labels =
+            if labels.topic.is_empty() || !self.topic_label(&labels.topic, result).is_empty() {
+                labels
+            } else {
+                unlabelled = BatchLabels {
+                    topic: String::new(),
+                    error_type: labels.error_type,
+                };
+                &unlabelled
+            };
+        self.batch_latency
+            .get_or_create(labels)
+            .observe(latency.as_secs_f64());
     }
 
     /// Adds to the records and bytes in flight (negative: removes).
@@ -617,7 +682,20 @@ pub fn result_label(result: &RecordResult) -> &'static str {
     }
 }
 
-/// An error code's label: its name in lower case.
+/// The `error.type` of a batch: its first failed record's, or empty when
+/// every record was stored.
+pub fn batch_error_type(results: &[RecordResult]) -> &'static str {
+    results
+        .iter()
+        .find_map(|result| match &result.result {
+            Some(record_result::Result::Error(error)) => Some(code_label(error.code)),
+            _ => None,
+        })
+        .unwrap_or("")
+}
+
+/// An error code's label, and its `error.type` everywhere (spans, span
+/// events, metrics): its name in lower case.
 pub fn code_label(code: i32) -> &'static str {
     match ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified) {
         ErrorCode::Unspecified => "unspecified",
@@ -663,22 +741,34 @@ mod tests {
         let failed = error_result(record_error(ErrorCode::TimedOut, "slow", true));
         assert_eq!(result_label(&ok), "ok");
         assert_eq!(result_label(&failed), "timed_out");
+        assert_eq!(batch_error_type(&[ok.clone(), failed.clone()]), "timed_out");
+        assert_eq!(batch_error_type(std::slice::from_ref(&ok)), "");
         let labels = |result| RecordLabels {
             topic: "orders".into(),
             result,
         };
         metrics.topic_acked("orders");
-        metrics.records(&labels("ok"), 3, 300);
-        metrics.records(&labels("timed_out"), 1, 10);
-        metrics.batch_done(std::time::Duration::from_millis(3));
+        metrics.records(&labels("ok"), true, 3, 300);
+        metrics.records(&labels("timed_out"), true, 1, 10);
+        metrics.records(&labels("unknown_partition"), false, 2, 20);
+        let batch = |error_type| BatchLabels {
+            topic: "orders".into(),
+            error_type,
+        };
+        metrics.batch_done(&batch(""), std::time::Duration::from_millis(3));
+        metrics.batch_done(&batch("timed_out"), std::time::Duration::from_secs(3));
         let guard = metrics.stream_opened();
         let text = metrics.encode();
         for line in [
             r#"kafka_gateway_records_total{topic="orders",result="ok"} 3"#,
             r#"kafka_gateway_records_total{topic="orders",result="timed_out"} 1"#,
             r#"kafka_gateway_record_bytes_total{topic="orders",result="ok"} 300"#,
-            "kafka_gateway_batches_total 1",
-            "kafka_gateway_batch_ack_latency_seconds_count 1",
+            r#"kafka_gateway_refused_records_total{topic="orders",result="unknown_partition"} 2"#,
+            "kafka_gateway_batches_total 2",
+            r#"kafka_gateway_batch_ack_latency_seconds_count{topic="orders",error_type=""} 1"#,
+            r#"kafka_gateway_batch_ack_latency_seconds_bucket{le="0.005",topic="orders",error_type=""} 1"#,
+            r#"kafka_gateway_batch_ack_latency_seconds_bucket{le="2.5",topic="orders",error_type="timed_out"} 0"#,
+            r#"kafka_gateway_batch_ack_latency_seconds_bucket{le="5.0",topic="orders",error_type="timed_out"} 1"#,
             "kafka_gateway_open_streams 1",
             "# EOF",
         ] {
@@ -701,16 +791,23 @@ mod tests {
             result,
         };
         // Denied, failed before any ack, invalid: none names its topic.
-        metrics.records(&labels("secret-plans", "not_authorized"), 1, 10);
-        metrics.records(&labels("random-1", "timed_out"), 1, 10);
-        metrics.records(&labels("bad name", "invalid_record"), 1, 10);
+        metrics.records(&labels("secret-plans", "not_authorized"), true, 1, 10);
+        metrics.records(&labels("random-1", "timed_out"), true, 1, 10);
+        metrics.records(&labels("bad name", "invalid_record"), true, 1, 10);
         metrics.dead_letter("random-2", "not_authorized", true);
         metrics.dead_letter("random-3", "unknown_partition", true);
         // Once acked, a topic is a label value, except for records the
         // caller was not allowed to write.
         metrics.topic_acked("orders");
-        metrics.records(&labels("orders", "timed_out"), 1, 10);
-        metrics.records(&labels("orders", "not_authorized"), 1, 10);
+        metrics.records(&labels("orders", "timed_out"), true, 1, 10);
+        metrics.records(&labels("orders", "not_authorized"), true, 1, 10);
+        metrics.batch_done(
+            &BatchLabels {
+                topic: "random-4".into(),
+                error_type: "timed_out",
+            },
+            std::time::Duration::from_millis(1),
+        );
         metrics.dead_letter("orders", "unknown_partition", true);
         let text = metrics.encode();
         for line in [
@@ -729,6 +826,7 @@ mod tests {
             "random-1",
             "random-2",
             "random-3",
+            "random-4",
             "bad name",
         ] {
             assert!(!text.contains(name), "{name} became a label:\n{text}");
@@ -738,7 +836,7 @@ mod tests {
         for n in 0..MAX_TOPIC_LABELS + 50 {
             let topic = format!("t{n}");
             metrics.topic_acked(&topic);
-            metrics.records(&labels(&topic, "ok"), 1, 1);
+            metrics.records(&labels(&topic, "ok"), true, 1, 1);
         }
         let series = metrics
             .encode()

@@ -7,12 +7,14 @@
 //!    `--tls-cert` is set;
 //! 2. HTTP/2 (tonic and hyper): keepalive PINGs, `max_concurrent_streams`,
 //!    GOAWAY at the connection's maximum age;
-//! 3. [`grpc::auth::AuthLayer`]: who is calling (a client certificate
+//! 3. [`grpc::trace::TraceLayer`]: the call's SERVER span, under the
+//!    caller's trace, ended with the call's status, refused or not;
+//! 4. [`grpc::auth::AuthLayer`]: who is calling (a client certificate
 //!    verified in the TLS handshake, a JWT, an API key), or
 //!    UNAUTHENTICATED;
-//! 4. [`limits::AdmissionLayer`]: refuses calls over the caps and charges the
+//! 5. [`limits::AdmissionLayer`]: refuses calls over the caps and charges the
 //!    memory budget for each message before it is buffered;
-//! 5. the services: `kafka_gateway.v1.Producer` ([`grpc`]), health and
+//! 6. the services: `kafka_gateway.v1.Producer` ([`grpc`]), health and
 //!    reflection; the send path holds each caller to the authorization
 //!    policy, its quota and the principal header ([`produce::caller`]).
 
@@ -27,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Security;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::listener::{self, ConnOptions};
+use crate::grpc::trace::TraceLayer;
 use crate::health::Health;
 use tower_layer::Layer as _;
 
@@ -106,7 +109,7 @@ pub async fn run(
         .map_err(Error::Config)?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
-    let tracing = Arc::new(tracing);
+    let tracing = Arc::new(tracing.with_record_events(config.trace_records));
     let sender = Arc::new(KafkaSender::new(
         &config.client_config(&bootstrap_servers),
         embedded,
@@ -205,10 +208,12 @@ pub async fn run(
         .add_service(service.into_server(config.max_batch_bytes))
         .prepare();
     let stopping = listener::Stopping::default();
-    // The layers, outermost first: who is calling, then whether there is
-    // room for the call, then the services.
-    let layered = AuthLayer::new(security.authenticator.clone(), metrics.clone())
-        .layer(AdmissionLayer::new(admission.clone()).layer(routes));
+    // The layers, outermost first: the call's span, who is calling, then
+    // whether there is room for the call, then the services.
+    let layered = TraceLayer::new(tracing.clone()).layer(
+        AuthLayer::new(security.authenticator.clone(), metrics.clone())
+            .layer(AdmissionLayer::new(admission.clone()).layer(routes)),
+    );
     let mut server = tokio::spawn(listener::serve(
         listeners.grpc,
         security.tls.clone(),

@@ -1189,7 +1189,7 @@ async fn denied_topic_names_never_become_metric_labels() {
     assert_eq!(
         sample(
             &text,
-            r#"kafka_gateway_records_total{topic="",result="not_authorized"}"#
+            r#"kafka_gateway_refused_records_total{topic="",result="not_authorized"}"#
         ),
         Some(200.0),
         "{text}"

@@ -1,7 +1,10 @@
 //! Tracing for real: the binary exports its spans over OTLP/gRPC to a trace
 //! receiver in this test, configured only by OpenTelemetry's environment
-//! variables. Each batch is a PRODUCER span under the caller's context, and
-//! each stored record carries a `traceparent` pointing at its batch's span.
+//! variables. Each call is a SERVER span under the caller's context, refused
+//! or not; each batch a PRODUCER span `send` under it, linked to the
+//! contexts its records carry of their own; each stored record carries a
+//! `traceparent` pointing at its batch's span; a parked record carries its
+//! dead-letter write's. (tests/jaeger.rs checks the same against Jaeger.)
 
 mod common;
 
@@ -89,6 +92,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The spans of `kind`.
+fn of_kind(spans: &Received, kind: span::SpanKind) -> Vec<&Span> {
+    spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.kind == kind as i32)
+        .collect()
+}
+
+/// The one span named `name`.
+fn named<'a>(spans: &'a Received, name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.name == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one span {name}: {spans:#?}");
+    found[0]
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -119,7 +142,7 @@ async fn traced_stream(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_batch_is_a_producer_span_under_the_callers_trace() {
+async fn each_call_is_a_server_span_with_its_batches_under_it() {
     let (receiver, endpoint) = start_receiver().await;
     // The broker outlives the gateway, so what it stored can be read after.
     let broker = TestKafka::start();
@@ -191,14 +214,47 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
     assert!(wait_exit(&mut served.child).success());
 
     let spans: Received = receiver.spans.lock().unwrap().clone();
-    assert_eq!(spans.len(), 4, "one span per batch: {spans:#?}");
-    let by_batch: HashMap<i64, &Span> = spans
-        .iter()
-        .map(|(_, span)| (int(&span.attributes, "kafka_gateway.batch_id"), span))
-        .collect();
+    assert_eq!(
+        spans.len(),
+        6,
+        "one span per call and one per batch: {spans:#?}"
+    );
     for (resource, _) in &spans {
         assert_eq!(string(resource, "service.name"), "gateway-under-test");
     }
+    let calls = of_kind(&spans, span::SpanKind::Server);
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    let (call, root_call) = match hex(&calls[0].trace_id) == TRACE_ID {
+        true => (calls[0], calls[1]),
+        false => (calls[1], calls[0]),
+    };
+    assert_eq!(call.name, "kafka_gateway.v1.Producer/Produce");
+    assert_eq!(
+        hex(&call.trace_id),
+        TRACE_ID,
+        "the call is in the caller's trace"
+    );
+    assert_eq!(
+        hex(&call.parent_span_id),
+        CLIENT_SPAN,
+        "under the caller's span"
+    );
+    assert_eq!(string(&call.attributes, "rpc.system"), "grpc");
+    assert_eq!(
+        string(&call.attributes, "rpc.service"),
+        "kafka_gateway.v1.Producer"
+    );
+    assert_eq!(string(&call.attributes, "rpc.method"), "Produce");
+    assert_eq!(int(&call.attributes, "rpc.grpc.status_code"), 0);
+    assert_eq!(
+        string(&call.attributes, "network.peer.address"),
+        "127.0.0.1"
+    );
+    let by_batch: HashMap<i64, &Span> = of_kind(&spans, span::SpanKind::Producer)
+        .into_iter()
+        .map(|span| (int(&span.attributes, "kafka_gateway.batch_id"), span))
+        .collect();
+    assert_eq!(by_batch.len(), 4, "{spans:#?}");
     for (batch_id, records, errors) in [(10, 3, 0), (11, 2, 0), (12, 2, 1)] {
         let span = by_batch[&batch_id];
         assert_eq!(
@@ -207,19 +263,59 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
             "batch {batch_id} is in the caller's trace"
         );
         assert_eq!(
-            hex(&span.parent_span_id),
-            CLIENT_SPAN,
-            "the caller's span is its parent"
+            span.parent_span_id, call.span_id,
+            "the call's span is its parent"
         );
-        assert_eq!(span.kind, span::SpanKind::Producer as i32);
-        assert_eq!(span.name, format!("send {topic}"));
+        assert!(span.start_time_unix_nano >= call.start_time_unix_nano);
+        assert!(span.end_time_unix_nano <= call.end_time_unix_nano);
+        assert_eq!(span.name, "send", "the topic is not in the name");
         let attributes = &span.attributes;
         assert_eq!(string(attributes, "messaging.system"), "kafka");
         assert_eq!(string(attributes, "messaging.operation.type"), "send");
+        assert_eq!(string(attributes, "messaging.operation.name"), "send");
         assert_eq!(string(attributes, "messaging.destination.name"), topic);
         assert_eq!(int(attributes, "messaging.batch.message_count"), records);
         assert_eq!(int(attributes, "kafka_gateway.batch.error_count"), errors);
+        let request = &requests[(batch_id - 10) as usize];
+        let bytes: usize = request
+            .records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
+                    + r.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(int(attributes, "kafka_gateway.batch.bytes"), bytes as i64);
         assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+        // Where the stored records are: each partition's first and last
+        // offset, from the acks.
+        let response = &responses[(batch_id - 10) as usize];
+        let mut ranges: Vec<(i32, i64, i64)> = Vec::new();
+        for result in &response.results {
+            if let Some(kafka_gateway::proto::record_result::Result::Ok(meta)) = &result.result {
+                match ranges.iter_mut().find(|(p, _, _)| *p == meta.partition) {
+                    Some((_, first, last)) => {
+                        *first = (*first).min(meta.offset);
+                        *last = (*last).max(meta.offset);
+                    }
+                    None => ranges.push((meta.partition, meta.offset, meta.offset)),
+                }
+            }
+        }
+        let mut listed: Vec<&str> = string(attributes, "kafka_gateway.batch.offsets")
+            .split(", ")
+            .collect();
+        listed.sort_unstable();
+        let mut expected: Vec<String> = ranges
+            .iter()
+            .map(|(p, first, last)| format!("{topic}/{p}:{first}-{last}"))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(listed, expected, "batch {batch_id}'s offsets");
         let status = span.status.clone().unwrap_or_default();
         if errors == 0 {
             assert_ne!(
@@ -227,18 +323,28 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
                 status::StatusCode::Error as i32,
                 "batch {batch_id}"
             );
+            assert!(attribute(attributes, "error.type").is_none());
         } else {
             assert_eq!(status.code, status::StatusCode::Error as i32);
             assert_eq!(status.message, "1 of 2 records failed");
+            assert_eq!(string(attributes, "error.type"), "unknown_partition");
             let event = &span.events[0];
             assert_eq!(event.name, "record failed");
             assert_eq!(int(&event.attributes, "kafka_gateway.record.index"), 1);
             assert_eq!(
                 string(&event.attributes, "error.type"),
-                "ERROR_CODE_UNKNOWN_PARTITION"
+                "unknown_partition",
+                "one error.type vocabulary: the metrics' label"
             );
         }
     }
+    // The record with a context of its own: its batch's span links to it.
+    let links = &by_batch[&10].links;
+    assert_eq!(links.len(), 1, "{links:#?}");
+    assert_eq!(hex(&links[0].trace_id), "11111111111111111111111111111111");
+    assert_eq!(hex(&links[0].span_id), "2222222222222222");
+    assert_eq!(int(&links[0].attributes, "kafka_gateway.record.index"), 1);
+    assert!(by_batch[&11].links.is_empty());
     assert_eq!(
         string(
             &by_batch[&11].attributes,
@@ -250,9 +356,10 @@ async fn each_batch_is_a_producer_span_under_the_callers_trace() {
     let root = by_batch[&20];
     assert_ne!(hex(&root.trace_id), TRACE_ID);
     assert!(
-        root.parent_span_id.is_empty(),
-        "no caller context: a root span"
+        root_call.parent_span_id.is_empty(),
+        "no caller context: the call's span is a root"
     );
+    assert_eq!(root.parent_span_id, root_call.span_id);
 
     // Every stored record carries its batch span's context after the
     // client's own headers.
@@ -369,10 +476,185 @@ async fn spans_go_to_an_https_collector_and_name_the_caller() {
     assert!(wait_exit(&mut served.child).success());
 
     let spans: Received = receiver.spans.lock().unwrap().clone();
-    assert_eq!(spans.len(), 1, "the span crossed TLS: {spans:#?}");
-    let span = &spans[0].1;
-    assert_eq!(int(&span.attributes, "kafka_gateway.batch_id"), 7);
-    assert_eq!(string(&span.attributes, "enduser.id"), "checkout");
+    assert_eq!(
+        spans.len(),
+        3,
+        "the call's, its authentication's and its batch's spans crossed TLS: {spans:#?}"
+    );
+    let call = named(&spans, "kafka_gateway.v1.Producer/Produce");
+    let auth = named(&spans, "authenticate");
+    let batch = named(&spans, "send");
+    assert_eq!(int(&batch.attributes, "kafka_gateway.batch_id"), 7);
+    assert_eq!(string(&batch.attributes, "enduser.id"), "checkout");
+    assert_eq!(string(&call.attributes, "enduser.id"), "checkout");
+    assert_eq!(string(&auth.attributes, "enduser.id"), "checkout");
+    assert_eq!(auth.parent_span_id, call.span_id);
+    assert_eq!(batch.parent_span_id, call.span_id);
+    assert!(auth.end_time_unix_nano <= batch.start_time_unix_nano);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_leave_a_server_span_with_their_status() {
+    let (receiver, endpoint) = start_receiver().await;
+    let dir = common::pki::TempDir::new();
+    let keys = dir.write(
+        "api-keys",
+        common::pki::api_key_line("checkout", "checkout-key-01-0123456789abcdef"),
+    );
+    let mut served = serve(
+        &["--api-keys", keys.to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(batch(1, "t", vec![record("k", "v")]));
+    request.metadata_mut().insert(
+        "authorization",
+        // Long enough to be looked up (shorter keys are refused as such).
+        "Bearer wrong-key-of-enough-length-0123456789"
+            .parse()
+            .unwrap(),
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let status = client.produce_batch(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+
+    let spans: Received = receiver.spans.lock().unwrap().clone();
+    assert_eq!(
+        spans.len(),
+        2,
+        "the call's and its authentication's: {spans:#?}"
+    );
+    let call = named(&spans, "kafka_gateway.v1.Producer/ProduceBatch");
+    assert_eq!(hex(&call.parent_span_id), CLIENT_SPAN);
+    assert_eq!(call.kind, span::SpanKind::Server as i32);
+    assert_eq!(string(&call.attributes, "rpc.method"), "ProduceBatch");
+    assert_eq!(
+        int(&call.attributes, "rpc.grpc.status_code"),
+        tonic::Code::Unauthenticated as i64
+    );
+    assert_eq!(string(&call.attributes, "error.type"), "unauthenticated");
+    assert!(
+        string(&call.attributes, "kafka_gateway.grpc.message").contains("API key"),
+        "{call:#?}"
+    );
+    // A refusal is the client's failure, not the server's: no ERROR status,
+    // as the RPC conventions have it for a server span.
+    assert_ne!(
+        call.status.clone().unwrap_or_default().code,
+        status::StatusCode::Error as i32
+    );
+    let auth = named(&spans, "authenticate");
+    assert_eq!(auth.parent_span_id, call.span_id);
+    assert_eq!(string(&auth.attributes, "error.type"), "unauthenticated");
+    assert_eq!(
+        string(&auth.attributes, "kafka_gateway.auth.failure"),
+        "unknown_api_key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_record_carries_its_dead_letter_writes_context() {
+    let (receiver, endpoint) = start_receiver().await;
+    let broker = TestKafka::start();
+    let topic = broker.topic("traced-dlq").await;
+    let dlq = broker.topic("traced-dlq-parked").await;
+    let mut served = serve(
+        &[
+            "--bootstrap-servers",
+            broker.bootstrap_servers(),
+            "--dead-letter-topic",
+            &dlq,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    let mut bad = record("k", "bad");
+    bad.partition = Some(99);
+    // Its own context: kept in the cause headers, not on the copy.
+    bad.headers = vec![header(
+        "traceparent",
+        b"00-11111111111111111111111111111111-2222222222222222-01",
+    )];
+    let context = [(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )];
+    let responses = traced_stream(
+        &served.grpc,
+        &context,
+        vec![batch(1, &topic, vec![record("k", "ok"), bad])],
+    )
+    .await;
+    let failed = err(&responses[0].results[1]);
+    let parked = failed.dead_letter.clone().expect("parked");
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+
+    let spans: Received = receiver.spans.lock().unwrap().clone();
+    let sends = of_kind(&spans, span::SpanKind::Producer);
+    assert_eq!(sends.len(), 2, "the batch's and the parking's: {spans:#?}");
+    let (batch_span, parking) =
+        match string(&sends[0].attributes, "messaging.destination.name") == topic {
+            true => (sends[0], sends[1]),
+            false => (sends[1], sends[0]),
+        };
+    assert_eq!(parking.name, "send");
+    assert_eq!(parking.parent_span_id, batch_span.span_id);
+    assert_eq!(hex(&parking.trace_id), TRACE_ID);
+    assert_eq!(
+        string(&parking.attributes, "messaging.destination.name"),
+        dlq
+    );
+    assert_eq!(
+        string(&parking.attributes, "kafka_gateway.dead_letter.cause"),
+        "unknown_partition"
+    );
+    assert_eq!(
+        int(&parking.attributes, "messaging.kafka.offset"),
+        parked.offset
+    );
+    assert_eq!(
+        int(
+            &batch_span.attributes,
+            "kafka_gateway.batch.dead_letter_count"
+        ),
+        1
+    );
+
+    let stored = consume(broker.bootstrap_servers(), &dlq, 1).await;
+    assert_eq!(stored.len(), 1);
+    let headers = &stored[0].headers;
+    let get = |key: &str| -> Vec<&[u8]> {
+        headers
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    };
+    assert_eq!(
+        get("traceparent"),
+        vec![format!("00-{TRACE_ID}-{}-01", hex(&parking.span_id)).as_bytes()],
+        "one traceparent: the dead-letter write's, so a consumer continues the trace"
+    );
+    assert_eq!(
+        get("kafka_gateway.dead_letter.traceparent"),
+        vec![&b"00-11111111111111111111111111111111-2222222222222222-01"[..]],
+        "the record's own context is kept in the cause headers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +701,7 @@ async fn a_transaction_is_a_span_with_its_batches_under_it() {
     let transactions: Vec<&Span> = spans
         .iter()
         .map(|(_, span)| span)
-        .filter(|span| span.name == "transaction traced-tx")
+        .filter(|span| span.name == "transaction")
         .collect();
     assert_eq!(
         transactions.len(),
@@ -433,15 +715,13 @@ async fn a_transaction_is_a_span_with_its_batches_under_it() {
         .map(|span| string(&span.attributes, "kafka_gateway.transaction.outcome"))
         .collect();
     assert_eq!(outcomes, ["committed", "aborted"], "{responses:#?}");
+    let call = named(&spans, "kafka_gateway.v1.Producer/Produce");
+    assert_eq!(hex(&call.parent_span_id), CLIENT_SPAN);
     for (span, outcome, batches) in [
         (transactions[0], "committed", 2),
         (transactions[1], "aborted", 1),
     ] {
-        assert_eq!(
-            hex(&span.parent_span_id),
-            CLIENT_SPAN,
-            "under the caller's span"
-        );
+        assert_eq!(span.parent_span_id, call.span_id, "under the call's span");
         assert_eq!(
             string(&span.attributes, "kafka_gateway.transaction.outcome"),
             outcome
@@ -457,6 +737,7 @@ async fn a_transaction_is_a_span_with_its_batches_under_it() {
     }
     let aborted = transactions[1].status.clone().unwrap_or_default();
     assert_eq!(aborted.code, status::StatusCode::Error as i32);
+    assert_eq!(string(&transactions[1].attributes, "error.type"), "aborted");
     assert!(
         aborted.message.contains("record 1 of batch 3 failed"),
         "{aborted:?}"
@@ -470,8 +751,7 @@ async fn a_transaction_is_a_span_with_its_batches_under_it() {
             .iter()
             .map(|(_, span)| span)
             .find(|span| {
-                span.name.starts_with("send")
-                    && int(&span.attributes, "kafka_gateway.batch_id") == batch_id
+                span.name == "send" && int(&span.attributes, "kafka_gateway.batch_id") == batch_id
             })
             .unwrap_or_else(|| panic!("batch {batch_id}'s span"));
         assert_eq!(

@@ -4,6 +4,9 @@
 //! saying what was wrong. Services and the send path only ever read the
 //! principal.
 //!
+//! Under the call's span ([`super::trace`]), authenticating is a span of
+//! its own, `authenticate`, naming the principal or why it failed.
+//!
 //! Health checking and reflection stay open unless
 //! `--auth-protect-health`. Failures are counted by reason
 //! (`kafka_gateway_auth_failures_total{reason}`) and logged at most once a
@@ -24,6 +27,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::metrics::Metrics;
 
 use super::listener::{ConnInfo, LogThrottle};
+use super::trace::CallContext;
 
 /// Applies the [`Authenticator`] to every call.
 #[derive(Clone)]
@@ -95,11 +99,21 @@ where
             let peer_chain = conn.and_then(|c| c.peer_chain.clone());
             let remote = conn.and_then(|c| c.remote);
             let metadata = MetadataMap::from_headers(request.headers().clone());
-            match layer
+            let trace = request
+                .extensions()
+                .get::<CallContext>()
+                .map(CallContext::start_authentication);
+            let authenticated = layer
                 .authenticator
                 .authenticate_call(&metadata, peer.as_ref(), peer_chain.as_ref())
-                .await
-            {
+                .await;
+            if let Some(trace) = trace {
+                trace.finish(match &authenticated {
+                    Ok(found) => Ok(found.as_ref().map(|(principal, _)| principal.name())),
+                    Err(error) => Err(reason(error)),
+                });
+            }
+            match authenticated {
                 Ok(Some((principal, credential))) => {
                     request.extensions_mut().insert(principal);
                     if let Some(credential) = credential {

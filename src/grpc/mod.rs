@@ -1,12 +1,14 @@
 //! The `kafka_gateway.v1.Producer` gRPC service: a thin shell that gives each
-//! stream a task running [`produce::drive`] and returns its responses; and
-//! [`listener`], which accepts the connections it is served on. Each
-//! stream's reading is guarded by [`revocation`], so that a reload that
-//! revokes its credential or grant ends it.
+//! stream a task running [`produce::drive`] and returns its responses;
+//! [`listener`], which accepts the connections it is served on; and the
+//! layers a call passes through first: [`trace`] (its span) and [`auth`]
+//! (who is calling). Each stream's reading is guarded by [`revocation`], so
+//! that a reload that revokes its credential or grant ends it.
 
 pub mod auth;
 pub mod listener;
 pub mod revocation;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -99,9 +101,11 @@ impl ProducerService {
     }
 
     /// Starts a task driving one stream; its responses arrive on the returned
-    /// stream. Its batches' spans are children of the caller's context in
-    /// `metadata`; `extensions` carry the connection's facts and the
-    /// reservations of the budget made for its messages.
+    /// stream. Its batches' spans are children of the call's span
+    /// ([`trace::CallContext`] in `extensions`), or, without one, of the
+    /// caller's context in `metadata`; `extensions` also carry the
+    /// connection's facts and the reservations of the budget made for its
+    /// messages.
     fn spawn_stream<In>(
         &self,
         kind: &'static str,
@@ -135,7 +139,10 @@ impl ProducerService {
         let observers = Observers {
             metrics: self.metrics.clone(),
             tracing: self.tracing.clone(),
-            parent: self.tracing.extract(metadata),
+            parent: match extensions.get::<trace::CallContext>() {
+                Some(call) => call.context.clone(),
+                None => self.tracing.extract(metadata),
+            },
         };
         let (callers, transactions) = (self.callers.clone(), self.transactions.clone());
         let revocation = self.revocation.clone();

@@ -15,14 +15,15 @@ use std::time::Instant;
 
 use crate::error::is_the_records_own;
 use crate::limits::Reservation;
-use crate::metrics::{self, Metrics, RecordLabels};
+use crate::metrics::{self, BatchLabels, Metrics, RecordLabels};
 use crate::proto::{ErrorCode, ProduceResponse, RecordError, RecordResult, record_result};
 
 use super::{Delivered, OutboundRecord, error_result, ok_result};
 use crate::telemetry::BatchTrace;
 
-/// A resolved record's topic and payload bytes, for the metrics.
-type Resolved = (Arc<str>, usize);
+/// A resolved record's topic, payload bytes and whether it was sent to
+/// Kafka, for the metrics.
+type Resolved = (Arc<str>, usize, bool);
 
 /// Identifies one record of a stream.
 pub(super) struct Tag {
@@ -34,6 +35,9 @@ pub(super) struct Tag {
     pub topic: Arc<str>,
     /// Payload bytes, for the metrics.
     pub size: usize,
+    /// librdkafka took it: it counts as sent to Kafka, whatever its outcome
+    /// (else it was refused before).
+    pub sent: bool,
     /// Set when the record was refused before it reached librdkafka and is
     /// kept for the dead-letter topic: its failure.
     pub failed: Option<Box<RecordError>>,
@@ -84,12 +88,13 @@ struct PendingBatch {
     /// When the batch entered the window.
     started: Instant,
     trace: BatchTrace,
-    /// Records and bytes per metric label set, counted when the batch ends.
-    tally: Vec<(RecordLabels, u64, u64)>,
-    /// On a transactional stream: each record's topic and size, once
-    /// resolved. Its span and its metrics wait for the transaction's
-    /// verdict, so that they count what the client is told (an aborted
-    /// record as aborted, not as delivered).
+    /// Records and bytes per metric label set and whether they were sent to
+    /// Kafka, counted when the batch ends.
+    tally: Vec<(RecordLabels, bool, u64, u64)>,
+    /// On a transactional stream: each record's topic, size and whether it
+    /// was sent, once resolved. Its span and its metrics wait for the
+    /// transaction's verdict, so that they count what the client is told
+    /// (an aborted record as aborted, not as delivered).
     awaiting_verdict: Option<Vec<Option<Resolved>>>,
     /// The span ended and the metrics counted.
     finished: bool,
@@ -114,15 +119,26 @@ impl PendingBatch {
         if let Some(records) = self.awaiting_verdict.take() {
             // The verdict: each record counted and traced as answered.
             for (index, (result, record)) in self.results.iter().zip(records).enumerate() {
-                let (topic, size) = record.unwrap_or_else(|| (Arc::from(""), 0));
-                tally(&mut self.tally, &topic, size, result);
-                self.trace.record(index, result);
+                let (topic, size, sent) = record.unwrap_or_else(|| (Arc::from(""), 0, false));
+                tally(&mut self.tally, &topic, size, sent, result);
+                self.trace.record(index, &topic, result);
             }
         }
-        self.trace.finish(self.results.len());
-        metrics.batch_done(self.started.elapsed());
-        for (labels, records, bytes) in self.tally.drain(..) {
-            metrics.records(&labels, records, bytes);
+        self.trace.finish(&self.results);
+        // The batch's topic label: the one its records' labels share.
+        let topic = match self.tally.split_first() {
+            Some(((first, ..), rest)) if rest.iter().all(|(l, ..)| l.topic == first.topic) => {
+                first.topic.clone()
+            }
+            _ => String::new(),
+        };
+        let labels = BatchLabels {
+            topic,
+            error_type: metrics::batch_error_type(&self.results),
+        };
+        metrics.batch_done(&labels, self.started.elapsed());
+        for (labels, sent, records, bytes) in self.tally.drain(..) {
+            metrics.records(&labels, sent, records, bytes);
         }
     }
 }
@@ -198,10 +214,10 @@ impl Batches {
     pub fn resolve(&mut self, tag: &Tag, result: RecordResult, metrics: &Metrics) {
         let batch = &mut self.queue[(tag.seq - self.front_seq) as usize];
         match &mut batch.awaiting_verdict {
-            Some(records) => records[tag.index] = Some((tag.topic.clone(), tag.size)),
+            Some(records) => records[tag.index] = Some((tag.topic.clone(), tag.size, tag.sent)),
             None => {
-                tally(&mut batch.tally, &tag.topic, tag.size, &result);
-                batch.trace.record(tag.index, &result);
+                tally(&mut batch.tally, &tag.topic, tag.size, tag.sent, &result);
+                batch.trace.record(tag.index, &tag.topic, &result);
             }
         }
         let slot = &mut batch.results[tag.index];
@@ -368,9 +384,10 @@ impl Batches {
 /// Counts one record's result in a batch's tally: most records of a batch
 /// share their topic and result, so the last entry is tried first.
 fn tally(
-    tally: &mut Vec<(RecordLabels, u64, u64)>,
+    tally: &mut Vec<(RecordLabels, bool, u64, u64)>,
     topic: &str,
     size: usize,
+    sent: bool,
     result: &RecordResult,
 ) {
     let label = metrics::result_label(result);
@@ -379,15 +396,15 @@ fn tally(
     } else {
         ""
     };
-    let same = |(labels, _, _): &&mut (RecordLabels, u64, u64)| {
-        labels.result == label && labels.topic == topic
+    let same = |(labels, was_sent, _, _): &&mut (RecordLabels, bool, u64, u64)| {
+        labels.result == label && labels.topic == topic && *was_sent == sent
     };
     let entry = match tally.last_mut() {
         Some(last) if same(&last) => Some(last),
         _ => tally.iter_mut().find(same),
     };
     match entry {
-        Some((_, records, bytes)) => {
+        Some((_, _, records, bytes)) => {
             *records += 1;
             *bytes += size as u64;
         }
@@ -396,6 +413,7 @@ fn tally(
                 topic: topic.to_owned(),
                 result: label,
             },
+            sent,
             1,
             size as u64,
         )),

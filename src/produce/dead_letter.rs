@@ -29,6 +29,12 @@
 //! keeps them: a record replayed from the dead-letter topic is written as
 //! it comes.
 //!
+//! Each dead-letter write is traced: a PRODUCER `send` span under the span
+//! of the record's batch, whose W3C context the parked copy carries as its
+//! `traceparent`, so a consumer of the dead-letter topic continues the
+//! trace. The context the record itself carried (its own `traceparent`,
+//! else its batch's) is kept in [`HEADER_TRACEPARENT`].
+//!
 //! What a stream holds for this stays within its window's bounds: the
 //! letters come from batches not yet answered, which the driver already
 //! counts before it reads more.
@@ -41,7 +47,7 @@ use bytes::Bytes;
 use crate::error::is_the_records_own;
 use crate::metrics::{self, Metrics};
 use crate::proto::{self, ErrorCode, RecordError, RecordMetadata};
-use crate::telemetry::TRACEPARENT;
+use crate::telemetry::{ParkTrace, TRACEPARENT, TRACESTATE, Tracing};
 
 use super::batches::{Batches, Tag};
 use super::summary::Summary;
@@ -61,7 +67,8 @@ pub const HEADER_TOPIC: &str = "kafka_gateway.dead_letter.topic";
 pub const HEADER_PARTITION: &str = "kafka_gateway.dead_letter.partition";
 /// The caller's principal, when authenticated.
 pub const HEADER_PRINCIPAL: &str = "kafka_gateway.dead_letter.principal";
-/// The W3C `traceparent` of the record's batch span, when traced.
+/// The W3C `traceparent` the record carried: its own, else its batch
+/// span's; the copy's own `traceparent` is the dead-letter write's.
 pub const HEADER_TRACEPARENT: &str = "kafka_gateway.dead_letter.traceparent";
 
 /// Every header the gateway adds to a parked record, in the order added.
@@ -115,12 +122,16 @@ impl DeadLetter {
     /// The copy of `record`, which failed with `error`, that goes to the
     /// dead-letter topic: its key, value, headers (but those under
     /// [`HEADER_PREFIX`]) and (valid) timestamp, then the cause headers; the
-    /// partitioner places it by its key.
+    /// partitioner places it by its key. It carries `trace`, the context of
+    /// its dead-letter write (when that is recorded, instead of a
+    /// `traceparent` and `tracestate` of the record's own, which the cause
+    /// headers keep).
     fn letter(
         &self,
         mut record: OutboundRecord,
         error: &RecordError,
         principal: Option<&str>,
+        trace: &ParkTrace,
     ) -> OutboundRecord {
         let topic = std::mem::replace(&mut record.topic, self.topic.clone());
         let reserved = |key: &str| {
@@ -153,12 +164,35 @@ impl DeadLetter {
         if let Some(principal) = principal {
             cause.push(header(HEADER_PRINCIPAL, Bytes::from(principal.to_owned())));
         }
-        if let Some((_, traceparent)) = record
-            .trace_headers
-            .as_deref()
-            .and_then(|headers| headers.iter().find(|(key, _)| key == TRACEPARENT))
-        {
-            cause.push(header(HEADER_TRACEPARENT, traceparent.clone()));
+        let own = record.headers.iter().rev().find(|h| h.key == TRACEPARENT);
+        let carried = match own {
+            Some(own) => Some(own.value.clone()),
+            None => record
+                .trace_headers
+                .as_deref()
+                .and_then(|headers| headers.iter().find(|(key, _)| key == TRACEPARENT))
+                .map(|(_, value)| value.clone()),
+        };
+        if let Some(traceparent) = carried {
+            cause.push(header(HEADER_TRACEPARENT, traceparent));
+        }
+        if trace.is_recorded() {
+            // One context on the copy, the write's: a consumer's
+            // instrumentation reads one traceparent.
+            let before: usize = record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum();
+            record
+                .headers
+                .retain(|h| h.key != TRACEPARENT && h.key != TRACESTATE);
+            let after: usize = record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum();
+            record.size -= before - after;
         }
         record.size += cause
             .iter()
@@ -167,9 +201,9 @@ impl DeadLetter {
         record.headers.extend(cause);
         record.partition = None;
         record.timestamp_ms = record.timestamp_ms.filter(|t| *t >= 0);
-        // The batch's context is in the cause headers; the copy does not
-        // pass for a record of the batch's span.
-        record.trace_headers = None;
+        // The write's context (without a recorded span: the one the record
+        // carried, so a consumer still continues the caller's trace).
+        record.trace_headers = trace.headers.clone();
         record
     }
 }
@@ -180,6 +214,8 @@ pub(super) struct Letter {
     tag: Tag,
     /// Its failure, the result its client gets.
     error: RecordError,
+    /// The span of its dead-letter write.
+    trace: ParkTrace,
 }
 
 /// One stream's dead-letter writes, in stream order.
@@ -191,15 +227,23 @@ pub(super) struct DeadLetters {
     pending: VecDeque<(Letter, OutboundRecord)>,
     /// Letters librdkafka holds.
     window: Window<Letter>,
+    /// Where the writes' spans go.
+    tracing: Arc<Tracing>,
 }
 
 impl DeadLetters {
-    pub fn new(config: DeadLetter, principal: Option<&str>, limits: Limits) -> Self {
+    pub fn new(
+        config: DeadLetter,
+        principal: Option<&str>,
+        limits: Limits,
+        tracing: Arc<Tracing>,
+    ) -> Self {
         Self {
             config,
             principal: principal.map(str::to_owned),
             pending: VecDeque::new(),
             window: Window::new(limits),
+            tracing,
         }
     }
 
@@ -210,10 +254,16 @@ impl DeadLetters {
     /// Queues `record`, which failed with `error`, for the dead-letter topic.
     /// Call in stream order.
     pub fn park(&mut self, tag: Tag, record: OutboundRecord, error: RecordError) {
+        let trace = self.tracing.start_parking(
+            record.trace_headers.as_ref(),
+            &self.config.topic,
+            metrics::code_label(error.code),
+        );
         let letter = self
             .config
-            .letter(record, &error, self.principal.as_deref());
-        self.pending.push_back((Letter { tag, error }, letter));
+            .letter(record, &error, self.principal.as_deref(), &trace);
+        self.pending
+            .push_back((Letter { tag, error, trace }, letter));
     }
 
     /// Hands the queued letters to librdkafka, in order, while their window
@@ -282,8 +332,16 @@ impl DeadLetters {
         summary: &mut Summary,
         metrics: &Metrics,
     ) {
-        let Letter { tag, mut error } = letter;
+        let Letter {
+            tag,
+            mut error,
+            mut trace,
+        } = letter;
         let code = metrics::code_label(error.code);
+        trace.finish(match &result {
+            Ok(delivered) => Ok((delivered.partition, delivered.offset)),
+            Err(failed) => Err(failed),
+        });
         match result {
             Ok(delivered) => {
                 summary.records_dead_lettered += 1;
@@ -391,7 +449,8 @@ mod tests {
             stamp: None,
         };
         let error = record_error(ErrorCode::InvalidRecord, "bad", false);
-        let letter = config(false).letter(record, &error, Some("alice"));
+        let trace = Tracing::disabled().start_parking(record.trace_headers.as_ref(), "dlq", "x");
+        let letter = config(false).letter(record, &error, Some("alice"), &trace);
         let headers: Vec<(&str, &[u8])> = letter
             .headers
             .iter()
@@ -436,13 +495,18 @@ mod tests {
             stamp: None,
         };
         let error = record_error(ErrorCode::UnknownPartition, "no partition 7", false);
-        let letter = config(false).letter(record, &error, Some("alice"));
+        let trace = Tracing::disabled().start_parking(record.trace_headers.as_ref(), "dlq", "x");
+        let letter = config(false).letter(record, &error, Some("alice"), &trace);
         assert_eq!(&*letter.topic, "dlq");
         assert_eq!(letter.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(letter.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(letter.partition, None, "placed by its key");
         assert_eq!(letter.timestamp_ms, None, "an invalid timestamp is dropped");
-        assert!(letter.trace_headers.is_none());
+        assert_eq!(
+            letter.trace_headers.as_deref().map(Vec::as_slice),
+            Some(&[(TRACEPARENT.to_owned(), Bytes::from_static(b"00-abc-def-01"))][..]),
+            "unrecorded, the copy carries the context the record carried"
+        );
         let headers: Vec<(&str, &[u8])> = letter
             .headers
             .iter()

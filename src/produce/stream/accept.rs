@@ -66,7 +66,7 @@ pub(super) async fn accept<S: Sender>(
             limit: limits.max_batch_records,
         });
     }
-    let trace = observers.tracing.start_batch(
+    let mut trace = observers.tracing.start_batch(
         &observers.parent,
         if observers.tracing.is_enabled() {
             batch_topic(&request)
@@ -77,6 +77,16 @@ pub(super) async fn accept<S: Sender>(
         request.records.len(),
         caller.principal.as_ref().map(|p| p.name()),
     );
+    if observers.tracing.is_enabled() {
+        // The span links to the contexts records carry of their own, and
+        // counts the bytes it was sent.
+        let mut bytes = 0;
+        for (index, record) in request.records.iter().enumerate() {
+            trace.link(index, &record.headers);
+            bytes += validate::record_size(record);
+        }
+        trace.bytes(bytes);
+    }
     let trace_headers = trace.headers.clone();
     let stamp = caller.stamp().cloned();
     let metrics = &*observers.metrics;
@@ -128,6 +138,7 @@ pub(super) async fn accept<S: Sender>(
                         index,
                         topic: Arc::from(""),
                         size,
+                        sent: false,
                         failed: None,
                         kept: None,
                     };
@@ -172,6 +183,7 @@ pub(super) async fn accept<S: Sender>(
             index,
             topic: record.topic.clone(),
             size: record.size,
+            sent: false,
             failed: None,
             kept: None,
         };

@@ -304,6 +304,7 @@ where
             config,
             caller.principal.as_ref().map(|p| p.name()),
             limits.window,
+            observers.tracing.clone(),
         )
     });
 
@@ -355,6 +356,7 @@ where
             }
             match sender.try_send(&record, window.completions(), window.next_seq()) {
                 Ok(()) => {
+                    tag.sent = true;
                     if dead.is_some() && batches.dead_letter(tag.seq) {
                         tag.kept = Some(Box::new(record));
                     }

@@ -555,13 +555,20 @@ async fn a_slow_reader_never_makes_committed_transactions_too_large() {
 }
 
 /// The `kafka_gateway_records_total` samples of `result`, summed.
+/// Records sent to Kafka counted with `result`.
 fn records_total(metrics: &str, result: &str) -> f64 {
+    series_total(metrics, "kafka_gateway_records_total{", result)
+}
+
+/// Records refused before any send counted with `result`.
+fn refused_total(metrics: &str, result: &str) -> f64 {
+    series_total(metrics, "kafka_gateway_refused_records_total{", result)
+}
+
+fn series_total(metrics: &str, series: &str, result: &str) -> f64 {
     metrics
         .lines()
-        .filter(|line| {
-            line.starts_with("kafka_gateway_records_total{")
-                && line.contains(&format!("result=\"{result}\""))
-        })
+        .filter(|line| line.starts_with(series) && line.contains(&format!("result=\"{result}\"")))
         .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()
 }
@@ -595,7 +602,7 @@ async fn aborted_records_are_counted_as_aborted_not_as_delivered() {
     let metrics = observers.metrics.encode();
     assert_eq!(records_total(&metrics, "ok"), 0.0, "{metrics}");
     assert_eq!(records_total(&metrics, "aborted"), 3.0, "{metrics}");
-    assert_eq!(records_total(&metrics, "invalid_record"), 1.0, "{metrics}");
+    assert_eq!(refused_total(&metrics, "invalid_record"), 1.0, "{metrics}");
 
     // Never sent: the window holds one record, the stream is stopped with
     // two more waiting behind it; all three are aborted and counted so.
@@ -623,7 +630,9 @@ async fn aborted_records_are_counted_as_aborted_not_as_delivered() {
     driver.await.unwrap();
     assert_eq!(kafka.events(), ["begin", "a", "abort"]);
     let metrics = observers.metrics.encode();
-    assert_eq!(records_total(&metrics, "aborted"), 3.0, "{metrics}");
+    // "a" was sent; "b" and "c" never were.
+    assert_eq!(records_total(&metrics, "aborted"), 1.0, "{metrics}");
+    assert_eq!(refused_total(&metrics, "aborted"), 2.0, "{metrics}");
     assert_eq!(records_total(&metrics, "unavailable"), 0.0, "{metrics}");
     drop(in_tx);
 }

@@ -1,19 +1,32 @@
-//! OpenTelemetry tracing: one PRODUCER span per batch, under the caller's
-//! trace, exported over OTLP/gRPC.
+//! OpenTelemetry tracing: a SERVER span per gRPC call, under the caller's
+//! trace, with a PRODUCER span per batch under it, exported over OTLP/gRPC.
 //!
 //! The caller's context (W3C `traceparent`, `tracestate` and `baggage`) is
-//! read once per stream from the gRPC request metadata. Each batch gets a
-//! span named `send {topic}` that starts when the batch enters the window and
-//! ends when its last record's result is known, so its duration is the
-//! batch's ack latency. Every record the batch sends carries the span's
-//! context as W3C headers, after the client's own, so a consumer can continue
-//! the trace.
+//! read from the gRPC request metadata by [`crate::grpc::trace`], which
+//! starts the call's span, `kafka_gateway.v1.Producer/Produce` (or
+//! `/ProduceBatch`), before authentication and ends it with the call's gRPC
+//! status, so a refused call leaves a span too. Each batch gets a span named
+//! `send` under it that starts when the batch enters the window and ends
+//! when its last record's result is known, so its duration is the batch's
+//! ack latency. Names are fixed words; the topic, the transactional id and
+//! the like are attributes, so clients cannot grow the set of operation
+//! names. Every record the batch sends carries the span's context as W3C
+//! headers, after the client's own; a record that carries a `traceparent` of
+//! its own keeps it alone, and the batch span links to it. A failed record
+//! parked in the dead-letter topic is written under a `send` span of its
+//! own, whose context the parked copy carries.
+//!
+//! Every failure is named by one low-cardinality `error.type` vocabulary,
+//! the same on spans, span events and metrics: a record's error code in
+//! snake case (`timed_out`, `unknown_topic`, `invalid_record`, ...; see
+//! [`crate::metrics::code_label`]), and a call's gRPC status code in snake
+//! case (`unauthenticated`, `resource_exhausted`, ...).
 //!
 //! Configuration is OpenTelemetry's standard environment variables; see
 //! [`Tracing::from_env`]. With no exporter configured nothing is recorded:
 //! records only pass the caller's own context on, when it sent one.
 
-use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +35,7 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithTonicConfig;
@@ -31,20 +44,38 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 
 use crate::error::Error;
-use crate::proto::{ErrorCode, RecordResult, record_result};
+use crate::proto;
+
+mod spans;
+
+use spans::Partition;
+pub use spans::{AuthTrace, BatchTrace, CallTrace, ParkTrace, TxnTrace, status_label};
 
 /// The record header a batch span's context travels in.
 pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header that goes with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
 
 /// Most per-record failure events one batch span holds; the error count
 /// attribute still counts them all.
 const MAX_ERROR_EVENTS: u32 = 32;
+/// Most per-record `record stored` events one batch span holds with
+/// `--trace-records`: a batch of the default maximum (10,000 records) keeps
+/// the first ones, and its offset ranges still cover them all.
+const MAX_RECORD_EVENTS: u32 = 1_000;
+/// Most links from one batch span to the contexts its records carry.
+pub const MAX_LINKS: u32 = 32;
+/// Most topic-partitions one batch span lists the offsets of.
+const MAX_OFFSET_RANGES: usize = 32;
 
 /// The process's tracing pipeline, or none.
 pub struct Tracing {
     /// `None` when no exporter is configured: no span is ever built.
     pipeline: Option<(SdkTracerProvider, SdkTracer)>,
     propagator: TextMapCompositePropagator,
+    /// `--trace-records`: each stored record is an event on its batch's
+    /// span, with its partition and offset.
+    record_events: bool,
 }
 
 impl Tracing {
@@ -54,6 +85,18 @@ impl Tracing {
         Self {
             pipeline: None,
             propagator: propagator(),
+            record_events: false,
+        }
+    }
+
+    /// With `on` (`--trace-records`), every stored record is an event on its
+    /// batch's span (its topic, partition and offset), up to
+    /// 1,000 a batch; without it a batch span lists only each partition's
+    /// first and last offset.
+    pub fn with_record_events(self, on: bool) -> Self {
+        Self {
+            record_events: on,
+            ..self
         }
     }
 
@@ -93,12 +136,16 @@ impl Tracing {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
-            .with_max_events_per_span(MAX_ERROR_EVENTS)
+            // The spans' own bounds (below) are the real ones; these only
+            // back them up.
+            .with_max_events_per_span(MAX_ERROR_EVENTS + MAX_RECORD_EVENTS)
+            .with_max_links_per_span(MAX_LINKS)
             .build();
         let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
         Ok(Self {
             pipeline: Some((provider, tracer)),
             propagator: propagator(),
+            record_events: false,
         })
     }
 
@@ -109,7 +156,62 @@ impl Tracing {
 
     /// The caller's context from a request's metadata.
     pub fn extract(&self, metadata: &tonic::metadata::MetadataMap) -> Context {
-        self.propagator.extract(&MetadataExtractor(metadata))
+        self.extract_headers(metadata.as_ref())
+    }
+
+    /// The caller's context from a request's HTTP/2 headers.
+    pub fn extract_headers(&self, headers: &http::HeaderMap) -> Context {
+        self.propagator.extract(&HeaderMapExtractor(headers))
+    }
+
+    /// Starts the SERVER span of a call of `method` of the
+    /// `kafka_gateway.v1.Producer` service, from the client at `peer`, under
+    /// the caller's context `parent`. Its context (`parent` itself when
+    /// nothing is recorded) is where the call's other spans go.
+    pub fn start_call(
+        &self,
+        parent: &Context,
+        method: &'static str,
+        peer: Option<SocketAddr>,
+    ) -> CallTrace {
+        let Some((_, tracer)) = &self.pipeline else {
+            return CallTrace {
+                context: parent.clone(),
+                recorded: false,
+            };
+        };
+        let mut attributes = vec![
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", SERVICE),
+            KeyValue::new("rpc.method", method),
+        ];
+        if let Some(peer) = peer {
+            attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+            attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        }
+        let span = tracer
+            .span_builder(format!("{SERVICE}/{method}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, parent);
+        CallTrace {
+            context: parent.with_span(span),
+            recorded: true,
+        }
+    }
+
+    /// Starts the span of authenticating a call, under the call's span.
+    pub fn start_authentication(&self, call: &Context) -> AuthTrace {
+        let span = self.pipeline.as_ref().map(|(_, tracer)| {
+            tracer
+                .span_builder("authenticate")
+                .with_kind(SpanKind::Internal)
+                .start_with_context(tracer, call)
+        });
+        AuthTrace {
+            span,
+            call: call.clone(),
+        }
     }
 
     /// Starts the span of a batch of `records` records whose topics are
@@ -123,10 +225,6 @@ impl Tracing {
         principal: Option<&str>,
     ) -> BatchTrace {
         let span = self.pipeline.as_ref().map(|(_, tracer)| {
-            let name = match topic {
-                Some(topic) => Cow::Owned(format!("send {topic}")),
-                None => Cow::Borrowed("send"),
-            };
             let mut attributes = vec![
                 KeyValue::new("messaging.system", "kafka"),
                 KeyValue::new("messaging.operation.type", "send"),
@@ -144,30 +242,26 @@ impl Tracing {
                 attributes.push(KeyValue::new("enduser.id", principal.to_owned()));
             }
             tracer
-                .span_builder(name)
+                .span_builder("send")
                 .with_kind(SpanKind::Producer)
                 .with_attributes(attributes)
                 .start_with_context(tracer, parent)
         });
-        // What the records carry: the batch span's context, or the caller's
-        // when no span is recorded.
-        let carried = match &span {
-            Some(span) => parent.with_remote_span_context(span.span_context().clone()),
-            None => parent.clone(),
-        };
-        let mut headers = RecordHeaders::default();
-        self.propagator.inject_context(&carried, &mut headers);
+        let headers = self.carried(parent, span.as_ref());
         BatchTrace {
             span,
-            headers: (!headers.0.is_empty()).then(|| Arc::new(headers.0)),
-            errors: 0,
-            dead_lettered: 0,
+            headers,
+            record_events: self.record_events,
+            error_events: 0,
             partition: Partition::None,
+            offsets: Vec::new(),
+            links: 0,
+            events: 0,
         }
     }
 
     /// Starts the span of one transaction of a transactional stream, under
-    /// the caller's context: its batches' spans go under it.
+    /// the call's context: its batches' spans go under it.
     pub fn start_transaction(
         &self,
         parent: &Context,
@@ -186,7 +280,7 @@ impl Tracing {
                 attributes.push(KeyValue::new("enduser.id", principal.to_owned()));
             }
             tracer
-                .span_builder(format!("transaction {transactional_id}"))
+                .span_builder("transaction")
                 .with_kind(SpanKind::Internal)
                 .with_attributes(attributes)
                 .start_with_context(tracer, parent)
@@ -196,6 +290,58 @@ impl Tracing {
             None => parent.clone(),
         };
         TxnTrace { span, context }
+    }
+
+    /// Starts the span of parking a failed record in the dead-letter
+    /// `topic`: a PRODUCER `send` under the span of the record's batch, whose
+    /// context `record` carried (`trace`). The parked copy carries the
+    /// returned headers; without an exporter they are the ones the record
+    /// carried, so a consumer of the copy still continues the caller's
+    /// trace.
+    pub fn start_parking(
+        &self,
+        trace: Option<&TraceHeaders>,
+        topic: &str,
+        cause: &'static str,
+    ) -> ParkTrace {
+        let Some((_, tracer)) = &self.pipeline else {
+            return ParkTrace {
+                span: None,
+                headers: trace.cloned(),
+            };
+        };
+        let parent = match trace {
+            Some(headers) => self.propagator.extract(&PairsExtractor(headers)),
+            None => Context::new(),
+        };
+        let span = tracer
+            .span_builder("send")
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "send"),
+                KeyValue::new("messaging.destination.name", topic.to_owned()),
+                KeyValue::new("kafka_gateway.dead_letter.cause", cause),
+            ])
+            .start_with_context(tracer, &parent);
+        let headers = self.carried(&parent, Some(&span));
+        ParkTrace {
+            span: Some(span),
+            headers,
+        }
+    }
+
+    /// The W3C headers of `span` (with `parent`'s baggage), or of `parent`
+    /// when no span is recorded; `None` when there is no context to pass on.
+    fn carried(&self, parent: &Context, span: Option<&Span>) -> Option<TraceHeaders> {
+        let carried = match span {
+            Some(span) => parent.with_remote_span_context(span.span_context().clone()),
+            None => parent.clone(),
+        };
+        let mut headers = RecordHeaders::default();
+        self.propagator.inject_context(&carried, &mut headers);
+        (!headers.0.is_empty()).then(|| Arc::new(headers.0))
     }
 
     /// Exports the spans still buffered and stops the exporter, for at most
@@ -212,6 +358,9 @@ impl Tracing {
         }
     }
 }
+
+/// The gRPC service whose calls get a SERVER span.
+pub const SERVICE: &str = "kafka_gateway.v1.Producer";
 
 /// Whether OpenTelemetry's variables ask for an OTLP trace exporter.
 fn exporter_configured(var: &impl Fn(&str) -> Option<String>) -> Result<bool, Error> {
@@ -309,170 +458,46 @@ fn propagator() -> TextMapCompositePropagator {
 /// Headers carrying a trace context, shared by every record of a batch.
 pub type TraceHeaders = Arc<Vec<(String, Bytes)>>;
 
-/// The trace of one batch: its span, if recorded, and the headers its records
-/// carry.
-pub struct BatchTrace {
-    span: Option<Span>,
-    /// W3C headers for each record of the batch; `None` when there is no
-    /// context to pass on.
-    pub headers: Option<TraceHeaders>,
-    errors: u32,
-    /// Of the failed records, those parked in the dead-letter topic.
-    dead_lettered: u32,
-    partition: Partition,
-}
+/// A request's HTTP/2 headers (its gRPC metadata), as a propagator reads
+/// them.
+struct HeaderMapExtractor<'a>(&'a http::HeaderMap);
 
-/// The trace of one transaction: its span, if recorded, and the context its
-/// batches' spans start under.
-pub struct TxnTrace {
-    span: Option<Span>,
-    pub context: Context,
-}
-
-impl TxnTrace {
-    /// Ends the span: `committed`, or aborted because of `cause`.
-    pub fn finish(mut self, batches: u64, aborted: Option<&str>) {
-        let Some(mut span) = self.span.take() else {
-            return;
-        };
-        span.set_attribute(KeyValue::new(
-            "kafka_gateway.transaction.batch_count",
-            batches as i64,
-        ));
-        span.set_attribute(KeyValue::new(
-            "kafka_gateway.transaction.outcome",
-            if aborted.is_some() {
-                "aborted"
-            } else {
-                "committed"
-            },
-        ));
-        if let Some(cause) = aborted {
-            span.set_status(Status::error(cause.to_owned()));
-        }
-        span.end();
-    }
-}
-
-impl Drop for TxnTrace {
-    /// A transaction whose stream ended without a verdict still ends its
-    /// span.
-    fn drop(&mut self) {
-        if let Some(span) = &mut self.span {
-            span.set_status(Status::error("the stream ended before the transaction did"));
-            span.end();
-        }
-    }
-}
-
-/// The partitions a batch's stored records went to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Partition {
-    None,
-    One(i32),
-    Several,
-}
-
-impl BatchTrace {
-    /// Notes the result of the record at `index`.
-    pub fn record(&mut self, index: usize, result: &RecordResult) {
-        match &result.result {
-            Some(record_result::Result::Ok(metadata)) => {
-                self.partition = match self.partition {
-                    Partition::None => Partition::One(metadata.partition),
-                    Partition::One(p) if p == metadata.partition => Partition::One(p),
-                    _ => Partition::Several,
-                };
-            }
-            Some(record_result::Result::Error(error)) => {
-                self.errors += 1;
-                self.dead_lettered += u32::from(error.dead_letter.is_some());
-                if let Some(span) = &mut self.span
-                    && self.errors <= MAX_ERROR_EVENTS
-                {
-                    let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
-                    let mut attributes = vec![
-                        KeyValue::new("kafka_gateway.record.index", index as i64),
-                        KeyValue::new("error.type", code.as_str_name()),
-                        KeyValue::new("kafka_gateway.error.message", error.message.clone()),
-                        KeyValue::new("kafka_gateway.error.retriable", error.retriable),
-                    ];
-                    if let Some(parked) = &error.dead_letter {
-                        attributes.extend([
-                            KeyValue::new("kafka_gateway.dead_letter.topic", parked.topic.clone()),
-                            KeyValue::new(
-                                "kafka_gateway.dead_letter.partition",
-                                i64::from(parked.partition),
-                            ),
-                            KeyValue::new("kafka_gateway.dead_letter.offset", parked.offset),
-                        ]);
-                    }
-                    span.add_event("record failed", attributes);
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// Ends the span: every record's result is known.
-    pub fn finish(&mut self, records: usize) {
-        let Some(mut span) = self.span.take() else {
-            return;
-        };
-        span.set_attribute(KeyValue::new(
-            "kafka_gateway.batch.error_count",
-            i64::from(self.errors),
-        ));
-        if self.dead_lettered > 0 {
-            span.set_attribute(KeyValue::new(
-                "kafka_gateway.batch.dead_letter_count",
-                i64::from(self.dead_lettered),
-            ));
-        }
-        if let Partition::One(partition) = self.partition {
-            span.set_attribute(KeyValue::new(
-                "messaging.destination.partition.id",
-                partition.to_string(),
-            ));
-        }
-        if self.errors > 0 {
-            span.set_attribute(KeyValue::new("error.type", "record_failed"));
-            span.set_status(Status::error(format!(
-                "{} of {records} records failed",
-                self.errors
-            )));
-        }
-        span.end();
-    }
-}
-
-impl Drop for BatchTrace {
-    /// A batch dropped unanswered (its client left) still ends its span.
-    fn drop(&mut self) {
-        if let Some(span) = &mut self.span {
-            span.set_status(Status::error(
-                "the stream ended before every record's result was known",
-            ));
-            span.end();
-        }
-    }
-}
-
-struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
-
-impl Extractor for MetadataExtractor<'_> {
+impl Extractor for HeaderMapExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|value| value.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|key| match key {
-                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The trace headers a record carried.
+struct PairsExtractor<'a>(&'a [(String, Bytes)]);
+
+impl Extractor for PairsExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let (_, value) = self.0.iter().find(|(k, _)| k == key)?;
+        std::str::from_utf8(value).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// A record's own headers; of several with one name, the last counts, as
+/// Kafka consumers' `lastHeader` reads them.
+pub(crate) struct RecordExtractor<'a>(&'a [proto::Header]);
+
+impl Extractor for RecordExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let header = self.0.iter().rev().find(|h| h.key == key)?;
+        std::str::from_utf8(&header.value).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.key.as_str()).collect()
     }
 }
 
