@@ -17,6 +17,7 @@
 //!   reading of the stream, so HTTP/2 flow control pushes back on the client;
 //! - [`produce::kafka`]: the one shared librdkafka producer;
 //! - [`embedded`]: an in-memory broker for running without Kafka;
+//! - [`rdlog`]: librdkafka's log, once per message, outages in one line;
 //! - [`shutdown`]: stop reading, answer what was read, flush.
 //!
 //! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
@@ -47,6 +48,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod produce;
+pub mod rdlog;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

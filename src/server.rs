@@ -273,6 +273,7 @@ pub async fn run(
         tracing::warn!("the metrics listener did not stop within --shutdown-timeout");
     }
     tracing::info!("bye");
+    crate::rdlog::silence();
     served
 }
 

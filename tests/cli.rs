@@ -226,3 +226,44 @@ async fn an_ssl_producer_against_a_plaintext_broker_never_becomes_ready() {
     sigterm(&served.child);
     assert!(wait_exit(&mut served.child).success());
 }
+
+#[test]
+fn unreachable_brokers_are_one_line_and_nothing_follows_bye() {
+    // Nothing listens on port 1: librdkafka fails to connect every second or
+    // so, and reports each failure as a log line and as an error event.
+    let mut served = serve(&["--bootstrap-servers", "127.0.0.1:1"], &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut lines = served.startup.clone();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        if let Ok(line) = served.lines.recv_timeout(left) {
+            lines.push(line);
+        }
+    }
+    let rdkafka: Vec<&String> = lines.iter().filter(|l| l.contains("librdkafka")).collect();
+    let outages: Vec<&&String> = rdkafka
+        .iter()
+        .filter(|l| l.contains("Kafka brokers unreachable since"))
+        .collect();
+    assert_eq!(outages.len(), 1, "one line for the outage: {rdkafka:#?}");
+    assert!(
+        outages[0].contains("127.0.0.1:1") && outages[0].contains("UTC"),
+        "it names the broker and the time: {}",
+        outages[0]
+    );
+    assert!(
+        rdkafka.len() <= 2,
+        "librdkafka's repeats are not printed over 6 s: {rdkafka:#?}"
+    );
+
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+    let mut after = Vec::new();
+    while let Ok(line) = served.lines.recv_timeout(std::time::Duration::from_secs(2)) {
+        after.push(line);
+    }
+    let bye = after
+        .iter()
+        .position(|l| l.contains(" bye"))
+        .unwrap_or_else(|| panic!("the gateway says bye: {after:#?}"));
+    assert_eq!(bye + 1, after.len(), "nothing after bye: {after:#?}");
+}
