@@ -267,3 +267,47 @@ fn unreachable_brokers_are_one_line_and_nothing_follows_bye() {
         .unwrap_or_else(|| panic!("the gateway says bye: {after:#?}"));
     assert_eq!(bye + 1, after.len(), "nothing after bye: {after:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_listens_where_asked_and_falls_back_when_taken() {
+    // `serve` asks for 127.0.0.1:9092; a test machine may have a Kafka
+    // there, so this takes a free port the same way.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.1:{port}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (asked, free) in [(&fixed, true), (&taken_addr, false)] {
+        let mut served = serve(&["--embedded-listen", asked], &[]);
+        let bootstrap = served.bootstrap.clone().expect("logged");
+        let logged = served.startup.join("\n");
+        assert_eq!(bootstrap == *asked, free, "{logged}");
+        if !free {
+            assert!(
+                logged.contains(&format!("cannot listen on {asked}"))
+                    && logged.contains("--embedded-listen"),
+                "the fallback is logged: {logged}"
+            );
+        }
+        assert!(
+            logged.contains(&format!("kcat -b {bootstrap} -C -t TOPIC -e")),
+            "a read-back command that exits: {logged}"
+        );
+        // The logged address serves what was produced.
+        let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
+            .await
+            .unwrap();
+        let topic = rand_topic("cli-fixed");
+        let records = vec![record("k", "fixed")];
+        let responses = produce_stream(&mut client, vec![batch(1, &topic, records)]).await;
+        let ack = ok(&responses[0].as_ref().unwrap().results[0]).clone();
+        let consumed = consume(&bootstrap, &topic, 1).await;
+        assert_eq!(at(&consumed, &ack).value.as_deref(), Some(&b"fixed"[..]));
+        sigterm(&served.child);
+        assert!(wait_exit(&mut served.child).success());
+    }
+    drop(taken);
+}
