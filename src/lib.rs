@@ -22,7 +22,8 @@
 //!
 //! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
 //! [`health`], and [`admin`], the HTTP listener serving the last two.
-//! Configuration: [`config`]; errors and their gRPC statuses: [`error`].
+//! Configuration: [`config`] (what is on is logged at start-up by
+//! [`frontdoor`]); errors and their gRPC statuses: [`error`].
 //!
 //! The other side of the wire: `client`, the `produce` command, which
 //! streams lines of stdin through a running gateway (cargo feature
@@ -43,6 +44,7 @@ pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod frontdoor;
 pub mod grpc;
 pub mod health;
 pub mod limits;

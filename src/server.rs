@@ -104,6 +104,7 @@ pub async fn run(
     let security = Security::load(&config.security)
         .await
         .map_err(Error::Config)?;
+    crate::frontdoor::log(&config);
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
     let tracing = Arc::new(tracing);

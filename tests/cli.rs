@@ -21,6 +21,15 @@ async fn serve_runs_out_of_the_box_on_the_embedded_broker() {
             .any(|l| l.contains("WARN") && l.contains("in-memory")),
         "the gateway warns that the embedded broker keeps data in memory only"
     );
+    assert!(
+        served
+            .startup
+            .iter()
+            .any(|l| l.contains("any caller may produce to any topic"))
+            && served.startup.iter().any(|l| l.contains("transactions on")),
+        "the start-up says what the front door does: {:#?}",
+        served.startup
+    );
     let bootstrap = served
         .bootstrap
         .clone()
