@@ -13,6 +13,7 @@
 //! - an error event that repeats a line just logged is dropped;
 //! - any other line is logged at most once per [`REPEAT_WINDOW`] per message
 //!   (numbers ignored), the next one saying how many were suppressed;
+//! - debug lines (`-X debug=...`) are logged as they come;
 //! - after [`silence`] (the gateway said `bye`), nothing is logged.
 
 use std::collections::{HashMap, VecDeque};
@@ -162,6 +163,11 @@ static RDLOG: LazyLock<RdLog> = LazyLock::new(|| RdLog {
 /// A librdkafka log line (`ClientContext::log`).
 pub fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     if RDLOG.silenced.load(Ordering::Relaxed) {
+        return;
+    }
+    if let RDKafkaLogLevel::Debug = level {
+        // Asked for with -X debug=...: every line, as librdkafka wrote it.
+        emit(level, facility, message, 0);
         return;
     }
     let now = Instant::now();
