@@ -1,5 +1,7 @@
 //! The HTTP listener of `--metrics-listen`: `/metrics` for Prometheus,
-//! `/healthz` and `/readyz` for orchestrator probes.
+//! `/healthz` and `/readyz` for orchestrator probes, and `/`, a plain-text
+//! index of those (also the body of a 404), for whoever opens the address
+//! in a browser or with curl.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,12 @@ use tokio::net::TcpListener;
 
 use crate::health::Health;
 use crate::metrics::{self, Metrics};
+
+/// The paths served, one a line.
+const INDEX: &str = "kafka-gateway\n\
+/metrics  Prometheus metrics (text exposition format)\n\
+/healthz  liveness: 200 unless the gateway must be restarted\n\
+/readyz   readiness: 200 once the Kafka brokers answer, 503 while starting or draining\n";
 
 #[derive(Clone)]
 struct Admin {
@@ -31,6 +39,8 @@ pub async fn serve(
         .route("/metrics", get(scrape))
         .route("/healthz", get(live))
         .route("/readyz", get(ready))
+        .route("/", get(|| async { INDEX }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, INDEX) })
         .with_state(Admin { metrics, health });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

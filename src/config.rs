@@ -24,6 +24,10 @@ use crate::units::{parse_duration, parse_size};
 /// Loopback by default: a gateway on the embedded broker is a development
 /// tool. Set `0.0.0.0:50051` (the container image does) to serve others.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Where the embedded broker is reached: Kafka's usual port, so that the
+/// read-back commands a user keeps (`kcat -b 127.0.0.1:9092 ...`) work
+/// after every restart. When it is taken, a free port is used and logged.
+pub const DEFAULT_EMBEDDED_LISTEN: &str = "127.0.0.1:9092";
 /// Partitions of topics the embedded broker creates on first use: enough to
 /// see keyed records spread out.
 pub const DEFAULT_EMBEDDED_PARTITIONS: i32 = 6;
@@ -173,6 +177,13 @@ pub struct Config {
     #[arg(long, env = "KAFKA_GATEWAY_EMBEDDED_PARTITIONS", default_value_t = DEFAULT_EMBEDDED_PARTITIONS,
           value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub embedded_partitions: i32,
+
+    /// The embedded broker's address (clients bootstrap there): when that
+    /// port is taken, a free one is used and the log says so. Port 0: a
+    /// free port.
+    #[arg(long, env = "KAFKA_GATEWAY_EMBEDDED_LISTEN", default_value = DEFAULT_EMBEDDED_LISTEN,
+          value_name = "ADDR")]
+    pub embedded_listen: SocketAddr,
 
     /// Brokers in the embedded cluster.
     #[arg(long, env = "KAFKA_GATEWAY_EMBEDDED_BROKERS", default_value_t = 1,
@@ -582,6 +593,7 @@ mod tests {
         assert!(config.enable_idempotence);
         assert_eq!(config.partitioner, "murmur2_random");
         assert_eq!(config.embedded_partitions, 6);
+        assert_eq!(config.embedded_listen.to_string(), "127.0.0.1:9092");
         assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
         config.validate().unwrap();
     }

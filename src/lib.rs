@@ -17,11 +17,13 @@
 //!   reading of the stream, so HTTP/2 flow control pushes back on the client;
 //! - [`produce::kafka`]: the one shared librdkafka producer;
 //! - [`embedded`]: an in-memory broker for running without Kafka;
+//! - [`rdlog`]: librdkafka's log, once per message, outages in one line;
 //! - [`shutdown`]: stop reading, answer what was read, flush.
 //!
 //! Seeing through it: [`telemetry`] (a span per batch), [`metrics`],
 //! [`health`], and [`admin`], the HTTP listener serving the last two.
-//! Configuration: [`config`]; errors and their gRPC statuses: [`error`].
+//! Configuration: [`config`] (what is on is logged at start-up by
+//! [`frontdoor`]); errors and their gRPC statuses: [`error`].
 //!
 //! The other side of the wire: `client`, the `produce` command, which
 //! streams lines of stdin through a running gateway (cargo feature
@@ -42,11 +44,13 @@ pub mod client;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod frontdoor;
 pub mod grpc;
 pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod produce;
+pub mod rdlog;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

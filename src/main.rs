@@ -144,14 +144,21 @@ async fn serve(config: Config) -> Result<(), Error> {
     let embedded = match config.bootstrap_servers {
         Some(_) => None,
         None => {
-            let broker =
+            let mut broker =
                 EmbeddedBroker::start(config.embedded_brokers, config.embedded_partitions)?;
             tracing::warn!(
                 "no --bootstrap-servers given: started an embedded in-memory Kafka broker; \
                  everything produced is lost when the gateway stops"
             );
+            if let Err(err) = broker.forward(config.embedded_listen) {
+                tracing::warn!(
+                    "cannot listen on {} ({err}): the embedded broker uses a free port instead; \
+                     --embedded-listen (KAFKA_GATEWAY_EMBEDDED_LISTEN) picks another address",
+                    config.embedded_listen
+                );
+            }
             tracing::info!(
-                "embedded Kafka broker bootstrap.servers={} (e.g. kcat -b {} -C -t TOPIC)",
+                "embedded Kafka broker bootstrap.servers={} (read a topic back: kcat -b {} -C -t TOPIC -e)",
                 broker.bootstrap_servers(),
                 broker.bootstrap_servers()
             );

@@ -107,6 +107,7 @@ pub async fn run(
     let security = Security::load(&config.security)
         .await
         .map_err(Error::Config)?;
+    crate::frontdoor::log(&config);
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
     let tracing = Arc::new(tracing.with_record_events(config.trace_records));
@@ -287,6 +288,7 @@ pub async fn run(
         tracing::warn!("the metrics listener did not stop within --shutdown-timeout");
     }
     tracing::info!("bye");
+    crate::rdlog::silence();
     served
 }
 

@@ -21,6 +21,15 @@ async fn serve_runs_out_of_the_box_on_the_embedded_broker() {
             .any(|l| l.contains("WARN") && l.contains("in-memory")),
         "the gateway warns that the embedded broker keeps data in memory only"
     );
+    assert!(
+        served
+            .startup
+            .iter()
+            .any(|l| l.contains("any caller may produce to any topic"))
+            && served.startup.iter().any(|l| l.contains("transactions on")),
+        "the start-up says what the front door does: {:#?}",
+        served.startup
+    );
     let bootstrap = served
         .bootstrap
         .clone()
@@ -212,12 +221,14 @@ async fn an_ssl_producer_against_a_plaintext_broker_never_becomes_ready() {
         ],
         &[],
     );
-    let saw_ssl = (0..100).any(|_| {
-        served
-            .lines
-            .recv_timeout(std::time::Duration::from_millis(200))
-            .is_ok_and(|line| line.contains("SSL"))
-    });
+    // The one line of the outage may come before the gRPC server's.
+    let saw_ssl = served.startup.iter().any(|line| line.contains("SSL"))
+        || (0..100).any(|_| {
+            served
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(200))
+                .is_ok_and(|line| line.contains("SSL"))
+        });
     assert!(saw_ssl, "librdkafka logs its SSL handshake failing");
     let metrics: std::net::SocketAddr = served.metrics.clone().unwrap().parse().unwrap();
     let (status, body) = http_get(metrics, "/readyz").await;
@@ -225,4 +236,89 @@ async fn an_ssl_producer_against_a_plaintext_broker_never_becomes_ready() {
     assert!(body.contains("starting"), "{body}");
     sigterm(&served.child);
     assert!(wait_exit(&mut served.child).success());
+}
+
+#[test]
+fn unreachable_brokers_are_one_line_and_nothing_follows_bye() {
+    // Nothing listens on port 1: librdkafka fails to connect every second or
+    // so, and reports each failure as a log line and as an error event.
+    let mut served = serve(&["--bootstrap-servers", "127.0.0.1:1"], &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut lines = served.startup.clone();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        if let Ok(line) = served.lines.recv_timeout(left) {
+            lines.push(line);
+        }
+    }
+    let rdkafka: Vec<&String> = lines.iter().filter(|l| l.contains("librdkafka")).collect();
+    let outages: Vec<&&String> = rdkafka
+        .iter()
+        .filter(|l| l.contains("Kafka brokers unreachable since"))
+        .collect();
+    assert_eq!(outages.len(), 1, "one line for the outage: {rdkafka:#?}");
+    assert!(
+        outages[0].contains("127.0.0.1:1") && outages[0].contains("UTC"),
+        "it names the broker and the time: {}",
+        outages[0]
+    );
+    assert!(
+        rdkafka.len() <= 2,
+        "librdkafka's repeats are not printed over 6 s: {rdkafka:#?}"
+    );
+
+    sigterm(&served.child);
+    assert!(wait_exit(&mut served.child).success());
+    let mut after = Vec::new();
+    while let Ok(line) = served.lines.recv_timeout(std::time::Duration::from_secs(2)) {
+        after.push(line);
+    }
+    let bye = after
+        .iter()
+        .position(|l| l.contains(" bye"))
+        .unwrap_or_else(|| panic!("the gateway says bye: {after:#?}"));
+    assert_eq!(bye + 1, after.len(), "nothing after bye: {after:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_listens_where_asked_and_falls_back_when_taken() {
+    // `serve` asks for 127.0.0.1:9092; a test machine may have a Kafka
+    // there, so this takes a free port the same way.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.1:{port}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (asked, free) in [(&fixed, true), (&taken_addr, false)] {
+        let mut served = serve(&["--embedded-listen", asked], &[]);
+        let bootstrap = served.bootstrap.clone().expect("logged");
+        let logged = served.startup.join("\n");
+        assert_eq!(bootstrap == *asked, free, "{logged}");
+        if !free {
+            assert!(
+                logged.contains(&format!("cannot listen on {asked}"))
+                    && logged.contains("--embedded-listen"),
+                "the fallback is logged: {logged}"
+            );
+        }
+        assert!(
+            logged.contains(&format!("kcat -b {bootstrap} -C -t TOPIC -e")),
+            "a read-back command that exits: {logged}"
+        );
+        // The logged address serves what was produced.
+        let mut client = ProducerClient::connect(format!("http://{}", served.grpc))
+            .await
+            .unwrap();
+        let topic = rand_topic("cli-fixed");
+        let records = vec![record("k", "fixed")];
+        let responses = produce_stream(&mut client, vec![batch(1, &topic, records)]).await;
+        let ack = ok(&responses[0].as_ref().unwrap().results[0]).clone();
+        let consumed = consume(&bootstrap, &topic, 1).await;
+        assert_eq!(at(&consumed, &ack).value.as_deref(), Some(&b"fixed"[..]));
+        sigterm(&served.child);
+        assert!(wait_exit(&mut served.child).success());
+    }
+    drop(taken);
 }

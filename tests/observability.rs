@@ -25,6 +25,15 @@ async fn metrics_count_records_by_topic_and_result() {
     let mut client = gateway.client().await;
     let topic = gateway.topic("metrics").await;
 
+    // The listener's root lists its paths; an unknown path gets that too.
+    for (path, code) in [("/", 200), ("/nope", 404)] {
+        let (status, body) = http_get(gateway.metrics_addr, path).await;
+        assert_eq!(status, code, "{path}: {body}");
+        for listed in ["/metrics", "/healthz", "/readyz"] {
+            assert!(body.contains(listed), "{path} lists {listed}: {body}");
+        }
+    }
+
     let mut records: Vec<_> = (0..20)
         .map(|i| record(format!("k{i}"), "0123456789"))
         .collect();

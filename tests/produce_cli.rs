@@ -1213,7 +1213,221 @@ async fn transactional_id_commits_every_n_records_and_at_the_end() {
         Some(3.0),
         "{metrics}"
     );
+    assert!(
+        run.stderr.contains("3 transactions committed"),
+        "the summary counts the commits: {}",
+        run.stderr
+    );
     let stored = consume(gateway.bootstrap_servers(), &topic, 25).await;
     assert_eq!(stored.len(), 25);
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_acks_says_where_each_line_landed_in_input_order() {
+    let kafka = TestKafka::start();
+    let dlq = kafka.topic("cli-acks-dlq").await;
+    let gateway = start_gateway_on(
+        kafka,
+        true,
+        &["--dead-letter-topic", &dlq, "--max-record-bytes", "1000"],
+    )
+    .await;
+    let topic = gateway.topic("cli-acks").await;
+    let target = gateway.addr.to_string();
+
+    // Text: one `topic/partition@offset` per line, where the broker has it.
+    let input: String = (0..20).map(|i| format!("ack-{i:02}\n")).collect();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "-t",
+            &topic,
+            "--batch-records",
+            "7",
+            "--print-acks",
+        ],
+        input,
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), 20, "one line per record: {}", run.stdout);
+    let consumed = consume(gateway.bootstrap_servers(), &topic, 20).await;
+    for (i, ack) in printed.iter().enumerate() {
+        let (name, place) = ack.rsplit_once('/').expect("topic/partition@offset");
+        assert_eq!(name, topic);
+        let (partition, offset) = place.split_once('@').unwrap();
+        let (partition, offset): (i32, i64) = (partition.parse().unwrap(), offset.parse().unwrap());
+        let stored = consumed
+            .iter()
+            .find(|c| c.partition == partition && c.offset == offset)
+            .unwrap_or_else(|| panic!("{ack} is stored"));
+        assert_eq!(stored.value, bytes(&format!("ack-{i:02}")), "{ack}");
+    }
+
+    // JSON input: JSON acks by default, failures in their place, the
+    // dead letters counted.
+    let big = "x".repeat(2000);
+    let lines = [
+        r#"{"value":"first"}"#.to_owned(),
+        format!(r#"{{"value":"{big}"}}"#),
+        r#"{"value": oops}"#.to_owned(),
+        r#"{"value":"last"}"#.to_owned(),
+    ];
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "-t",
+            &topic,
+            "-f",
+            "json",
+            "--print-acks",
+        ],
+        lines.join("\n"),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let printed: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON per line"))
+        .collect();
+    assert_eq!(printed.len(), 4, "{}", run.stdout);
+    for (i, ack) in printed.iter().enumerate() {
+        assert_eq!(ack["line"], i as u64 + 1, "{ack}");
+    }
+    assert_eq!(printed[0]["topic"], topic.as_str());
+    assert!(printed[0]["offset"].is_i64() && printed[3]["offset"].is_i64());
+    assert!(
+        printed[1]["error_code"]
+            .as_str()
+            .unwrap()
+            .starts_with("ERROR_CODE_")
+    );
+    assert_eq!(
+        printed[1]["dead_letter"]["topic"],
+        dlq.as_str(),
+        "{}",
+        printed[1]
+    );
+    assert_eq!(printed[2]["error_code"], "MALFORMED_INPUT");
+    assert!(
+        run.stderr.contains("1 parked as dead letter"),
+        "the summary counts the dead letters: {}",
+        run.stderr
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_names_the_input_line_that_failed() {
+    let gateway = start_gateway_embedded(&["--max-record-bytes", "1000"]).await;
+    let topic = gateway.topic("cli-txn-abort").await;
+    // Batches of 5: line 7 is the gateway's "record 1 of batch 2", too
+    // large, refused before it reaches Kafka: the transaction is aborted.
+    let big = "x".repeat(2000);
+    let lines: Vec<String> = (1..=8)
+        .map(|i| match i {
+            7 => format!(r#"{{"value":"{big}"}}"#),
+            _ => format!(r#"{{"value":"v{i}"}}"#),
+        })
+        .collect();
+    let target = gateway.addr.to_string();
+    let run = produce(
+        &[
+            "--target",
+            &target,
+            "-t",
+            &topic,
+            "-f",
+            "json",
+            "--batch-records",
+            "5",
+            "--batch-linger-ms",
+            "1000",
+            "--transactional-id",
+            "cli-abort",
+            "--print-acks=text",
+        ],
+        lines.join("\n"),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), 8, "{}", run.stdout);
+    assert!(
+        printed[6].starts_with("line 7: ERROR_CODE_") && !printed[6].contains("ABORTED"),
+        "line 7 keeps its own error: {}",
+        printed[6]
+    );
+    for (i, line) in printed.iter().enumerate().filter(|(i, _)| *i != 6) {
+        assert!(
+            line.starts_with(&format!("line {}: ERROR_CODE_ABORTED", i + 1))
+                && line.contains("line 7 failed"),
+            "the abort names input line 7: {line}"
+        );
+    }
+    assert!(!run.stderr.contains("of batch"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0 transactions committed"),
+        "{}",
+        run.stderr
+    );
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_input_that_looks_like_json_gets_one_warning() {
+    let gateway = start_gateway(&[]).await;
+    let topic = gateway.topic("cli-json-hint").await;
+    let target = gateway.addr.to_string();
+    let input = "\n{\"key\": \"k\", \"value\": \"v\"}\n{\"key\": \"k2\", \"value\": \"v2\"}\n";
+    let run = produce(&["--target", &target, "-t", &topic], input).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("warning:").count(),
+        1,
+        "once: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line 2 is a JSON object") && run.stderr.contains("use --format json"),
+        "{}",
+        run.stderr
+    );
+    for args in [
+        vec!["--target", &target, "-t", &topic, "-f", "json"],
+        vec!["--target", &target, "-t", &topic, "-q"],
+    ] {
+        let run = produce(&args, input).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(!run.stderr.contains("warning:"), "{args:?}: {}", run.stderr);
+    }
+    let run = produce(&["--target", &target, "-t", &topic], "plain\n{\"a\": 1}\n").await;
+    assert!(!run.stderr.contains("warning:"), "{}", run.stderr);
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pipe_reports_a_true_rate() {
+    let gateway = start_gateway(&[]).await;
+    let topic = gateway.topic("cli-slow").await;
+    let target = gateway.addr.to_string();
+    let mut child = command(&["--target", &target, "-t", &topic], &[])
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        stdin.write_all(b"slow\n").unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+    });
+    let run = wait(child).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("1 record: 1 acked"), "{}", run.stderr);
+    assert!(!run.stderr.contains("(0 records/s)"), "{}", run.stderr);
+    assert!(run.stderr.contains("(0.4 records/s)"), "{}", run.stderr);
     gateway.stop().await.unwrap();
 }

@@ -35,7 +35,7 @@ use crate::units::{parse_duration, parse_size};
 use connect::{ConnectArgs, Connection};
 use input::{Delimiter, Format, LineParser, LineReader, parse_delimiter};
 use pipeline::{Batching, InputEnd};
-use report::{Console, Counters, FailedOut, Reporter, Tally};
+use report::{AckFormat, AckPrinter, Console, Counters, FailedOut, Reporter, Tally};
 
 /// The gateway `serve` listens on by default.
 pub const DEFAULT_TARGET: &str = "127.0.0.1:50051";
@@ -103,9 +103,14 @@ CODE: message\"; --failed-out PATH gets every one, one JSON object per line:
   (\"input_b64\" instead when the line is not UTF-8). To resend them: jq -r .input FILE | \
 kafka-gateway produce with the same options.
 
-Output: nothing on stdout. On stderr: a progress line with records/s (when stderr is a \
+Output: nothing on stdout, unless --print-acks: then one line per record, in input order: \
+`orders/0@42` (topic/partition@offset) when stored, `line 7: CODE: message` when not; with \
+--print-acks=json (the default with --format json) a JSON object per record: \
+{\"line\": 1, \"topic\": \"orders\", \"partition\": 0, \"offset\": 42} or {\"line\": 7, \
+\"error_code\": \"...\", \"message\": \"...\", \"retriable\": false}. On stderr: a progress line with records/s (when stderr is a \
 terminal, or with --progress), the first failures, and a summary: records acked by topic and \
-partition, failed by error code. --quiet prints only errors that stop the command.
+partition, failed by error code, records parked as dead letters and transactions committed. \
+--quiet prints only errors that stop the command.
 
 Batching and backpressure: records go on one stream in batches of at most --batch-records \
 lines and --batch-bytes payload bytes; a partial batch leaves when its first line is \
@@ -241,6 +246,15 @@ pub struct ProduceArgs {
     /// command. The exit status still tells.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Print each record's outcome on stdout, one line per record in input
+    /// order: `topic/partition@offset` when stored, `line N: CODE: message`
+    /// when not. As JSON objects ({"line", "topic", "partition", "offset"}
+    /// or {"line", "error_code", "message", "retriable"}) with
+    /// --print-acks=json, which is the default with --format json.
+    #[arg(long, value_name = "FORMAT", num_args = 0..=1, require_equals = true,
+          value_enum)]
+    pub print_acks: Option<Option<AckFormat>>,
 
     /// TLS and the bearer token.
     #[command(flatten)]
@@ -436,7 +450,15 @@ where
     }
     let progress = (args.progress || (terminal.stderr && !args.quiet))
         .then(|| tokio::spawn(report::show_progress(console.clone(), counters.clone())));
-    let mut reporter = Reporter::new(counters.clone(), console.clone(), failed_out, !args.quiet);
+    let acks = args.print_acks.map(|format| {
+        let format = format.unwrap_or(match args.format {
+            Format::Text => AckFormat::Text,
+            Format::Json => AckFormat::Json,
+        });
+        AckPrinter::new(format, Box::new(std::io::BufWriter::new(std::io::stdout())))
+    });
+    let mut reporter = Reporter::new(counters.clone(), console.clone(), failed_out, !args.quiet)
+        .with_acks(acks, args.transactional_id.is_some());
     let started = Instant::now();
     let parser = LineParser::new(
         args.format,
@@ -453,6 +475,7 @@ where
         &mut reporter,
         counters,
         interrupt,
+        args.format == Format::Text && !args.quiet,
     )
     .await;
     let elapsed = started.elapsed();

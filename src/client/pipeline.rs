@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 use super::input::{Line, LineParser, LineReader, MAX_LINE_BYTES};
-use super::report::{Counters, Failure, MALFORMED_INPUT, NOT_ACKNOWLEDGED, NOT_SENT, Reporter};
+use super::report::{
+    Console, Counters, Failure, MALFORMED_INPUT, NOT_ACKNOWLEDGED, NOT_SENT, Reporter,
+};
 use crate::produce::validate::record_size;
 use crate::proto::record_result::Result as Outcome;
 use crate::proto::{ProduceRequest, ProduceResponse, Record};
@@ -94,6 +96,8 @@ struct Pending {
     batch_id: Option<u64>,
     /// Records sent.
     records: usize,
+    /// Whether the batch commits its transaction.
+    commit: bool,
     entries: Vec<Entry>,
     /// Returned when the batch is answered: what bounds the batches in
     /// flight.
@@ -187,11 +191,20 @@ pub async fn run<R>(
     reporter: &mut Reporter,
     counters: Arc<Counters>,
     interrupt: impl Future<Output = ()> + Send + 'static,
+    // Warn if the first line is a JSON object (text input, not --quiet).
+    json_hint: bool,
 ) -> Ended
 where
     R: AsyncBufRead + Unpin + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(batching.max_in_flight));
+    // The input lines of the records of recent batches, kept by the feeder
+    // as it sends them: an aborted transaction's message names its failed
+    // record by batch and index, and that batch may be one the collector
+    // has not reached yet.
+    let lines = Arc::new(std::sync::Mutex::new(BatchLines::new(
+        batching.max_in_flight * 2 + 2,
+    )));
     // Never full: there are as many places as slots.
     let (pending_tx, mut pending) = mpsc::channel(batching.max_in_flight);
     let broken = CancellationToken::new();
@@ -199,7 +212,7 @@ where
         reader,
         parser,
         topic,
-        batching,
+        batching: batching.clone(),
         counters,
         slots: slots.clone(),
         pending: pending_tx,
@@ -211,18 +224,26 @@ where
         deadline: None,
         last_batch_id: 0,
         uncommitted: (0, 0),
+        json_hint: json_hint.then(|| reporter.console()),
+        lines: lines.clone(),
     };
     let feeder = tokio::spawn(feeder.run(interrupt));
 
     let mut not_acknowledged = 0;
+    // The input lines of the records of recent batches: an aborted
+    // transaction's message names its failed record by batch and index.
+    // Whether the transaction going on has acked records (then it was
+    // committed).
+    let mut transaction_acked = false;
     let broke = loop {
         let Some(batch) = pending.recv().await else {
             break None;
         };
         let Some(batch_id) = batch.batch_id else {
-            report(reporter, batch, ProduceResponse::default());
+            report(reporter, batch, ProduceResponse::default(), &lines);
             continue;
         };
+        let commit = batch.commit;
         match responses.message().await {
             Ok(Some(response)) if response.batch_id != batch_id => {
                 not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
@@ -240,7 +261,12 @@ where
                      {results} results"
                 )));
             }
-            Ok(Some(response)) => report(reporter, batch, response),
+            Ok(Some(response)) => {
+                transaction_acked |= report(reporter, batch, response, &lines);
+                if commit && std::mem::take(&mut transaction_acked) {
+                    reporter.committed();
+                }
+            }
             Ok(None) => {
                 not_acknowledged += unanswered(reporter, batch, NOT_ACKNOWLEDGED);
                 break Some(Broke {
@@ -256,6 +282,10 @@ where
             }
         }
     };
+    if broke.is_none() && transaction_acked {
+        // The end of the input committed the rest.
+        reporter.committed();
+    }
     if broke.is_some() {
         broken.cancel();
         slots.close();
@@ -288,10 +318,17 @@ where
     }
 }
 
-/// Reports a batch's lines with the results of its records in `response`.
-/// Acks are counted per partition for the whole batch: their topic is the
-/// response's (compact acks) unless an ack names its own.
-fn report(reporter: &mut Reporter, batch: Pending, response: ProduceResponse) {
+/// Reports a batch's lines with the results of its records in `response`;
+/// returns whether any was acked. Acks are counted per partition for the
+/// whole batch (each printed with its line under --print-acks): their topic
+/// is the response's (compact acks) unless an ack names its own.
+fn report(
+    reporter: &mut Reporter,
+    batch: Pending,
+    response: ProduceResponse,
+    lines: &std::sync::Mutex<BatchLines>,
+) -> bool {
+    let mut any_acked = false;
     // (partition, acks) of the batch's topic; other topics one by one.
     let mut acked: Vec<(i32, u64)> = Vec::new();
     let mut results = response.results.into_iter();
@@ -301,7 +338,17 @@ fn report(reporter: &mut Reporter, batch: Pending, response: ProduceResponse) {
             reporter.failed(entry.failure(MALFORMED_INPUT, String::new(), false));
             continue;
         }
-        match results.next().and_then(|result| result.result) {
+        let outcome = results.next().and_then(|result| result.result);
+        any_acked |= matches!(outcome, Some(Outcome::Ok(_)));
+        match outcome {
+            Some(Outcome::Ok(meta)) if reporter.prints_acks() => {
+                let topic = if meta.topic.is_empty() {
+                    &response.topic
+                } else {
+                    &meta.topic
+                };
+                reporter.acked_line(entry.line, topic, meta.partition, meta.offset);
+            }
             Some(Outcome::Ok(meta)) if meta.topic.is_empty() || meta.topic == response.topic => {
                 match acked.iter_mut().find(|(p, _)| *p == meta.partition) {
                     Some((_, n)) => *n += 1,
@@ -309,7 +356,11 @@ fn report(reporter: &mut Reporter, batch: Pending, response: ProduceResponse) {
                 }
             }
             Some(Outcome::Ok(meta)) => reporter.acked(&meta),
-            Some(Outcome::Error(error)) => {
+            Some(Outcome::Error(mut error)) => {
+                error.message = lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .name_lines(&error.message);
                 reporter.failed(Failure::from_gateway(entry.line, &error, entry.input))
             }
             None => reporter.failed(entry.failure(
@@ -323,6 +374,89 @@ fn report(reporter: &mut Reporter, batch: Pending, response: ProduceResponse) {
         reporter.acked_many(&response.topic, partition, count);
     }
     reporter.flush();
+    any_acked
+}
+
+/// The input lines of the records of the last few batches, by batch id.
+#[derive(Debug)]
+struct BatchLines {
+    batches: std::collections::VecDeque<(u64, Vec<u64>)>,
+    keep: usize,
+}
+
+impl BatchLines {
+    fn new(keep: usize) -> Self {
+        Self {
+            batches: std::collections::VecDeque::new(),
+            keep,
+        }
+    }
+
+    /// Remembers the lines of the records (not the malformed lines) of
+    /// batch `batch_id`.
+    fn add(&mut self, batch_id: u64, entries: &[Entry]) {
+        if self.batches.len() >= self.keep {
+            self.batches.pop_front();
+        }
+        let records = entries
+            .iter()
+            .filter(|entry| entry.malformed.is_none())
+            .map(|entry| entry.line)
+            .collect();
+        self.batches.push_back((batch_id, records));
+    }
+
+    /// The input line of record `index` (from 0) of batch `batch_id`.
+    fn line(&self, batch_id: u64, index: usize) -> Option<u64> {
+        self.batches
+            .iter()
+            .find(|(id, _)| *id == batch_id)
+            .and_then(|(_, lines)| lines.get(index).copied())
+    }
+
+    /// `message` with the gateway's `record I of batch B` (its numbering
+    /// of the stream's requests) as the user's `line N`.
+    fn name_lines(&self, message: &str) -> String {
+        const RECORD: &str = "record ";
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(at) = rest.find(RECORD) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + RECORD.len()..];
+            let parsed = (|| {
+                let (index, tail) = split_number(after)?;
+                let tail = tail.strip_prefix(" of batch ")?;
+                let (batch_id, tail) = split_number(tail)?;
+                let line = self.line(batch_id, usize::try_from(index).ok()?)?;
+                Some((line, tail))
+            })();
+            match parsed {
+                Some((line, tail)) => {
+                    out.push_str(&format!("line {line}"));
+                    rest = tail;
+                }
+                None => {
+                    out.push_str(RECORD);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The number `s` starts with, and what follows it.
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    Some((s[..end].parse().ok()?, &s[end..]))
+}
+
+/// Whether a text line is a JSON object, as with --format json.
+fn looks_like_json(line: &[u8]) -> bool {
+    let trimmed = line.trim_ascii();
+    trimmed.first() == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(trimmed).is_ok()
 }
 
 /// Reports a batch that got no response; returns how many of its records
@@ -377,6 +511,11 @@ struct Feeder<R> {
     /// In a transactional stream: batches and records sent since the last
     /// commit.
     uncommitted: (usize, u64),
+    /// Where to warn, once, that text input looks like JSON lines; `None`
+    /// once checked (or with --format json, or --quiet).
+    json_hint: Option<Arc<Console>>,
+    /// Where the lines of each batch sent are kept.
+    lines: Arc<std::sync::Mutex<BatchLines>>,
 }
 
 impl<R: AsyncBufRead + Unpin> Feeder<R> {
@@ -437,6 +576,19 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
     async fn take(&mut self, line: Line) -> Result<(), Broken> {
         let (input, parsed) = match line.content {
             Ok(bytes) => {
+                if let Some(console) = &self.json_hint
+                    && !bytes.trim_ascii().is_empty()
+                {
+                    if looks_like_json(&bytes) {
+                        console.line(&format!(
+                            "warning: line {} is a JSON object, but --format is text: each \
+                             line is stored whole as a value, without a key; for JSON lines, \
+                             use --format json",
+                            line.number
+                        ));
+                    }
+                    self.json_hint = None;
+                }
                 let parsed = self.parser.parse(&bytes);
                 (Some(bytes), parsed)
             }
@@ -514,9 +666,17 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             self.last_batch_id += 1;
             self.last_batch_id
         });
+        let commit = batch_id.is_some() && self.commit_due(records.len());
+        if let Some(batch_id) = batch_id {
+            self.lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(batch_id, &self.entries);
+        }
         let pending = Pending {
             batch_id,
             records: records.len(),
+            commit,
             entries: std::mem::take(&mut self.entries),
             _slot: slot,
         };
@@ -528,7 +688,6 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             return Err(Broken);
         }
         if let Some(batch_id) = batch_id {
-            let commit = self.commit_due(records.len());
             let request = ProduceRequest {
                 batch_id,
                 topic: self.topic.clone(),
@@ -549,5 +708,56 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: u64, malformed: bool) -> Entry {
+        Entry {
+            line,
+            input: None,
+            malformed: malformed.then(|| "bad".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_gateways_batch_numbering_becomes_input_lines() {
+        let mut lines = BatchLines::new(4);
+        // Batch 1: lines 1 to 3; batch 2: lines 4, 5 (malformed, not sent), 6, 7.
+        lines.add(1, &[entry(1, false), entry(2, false), entry(3, false)]);
+        lines.add(
+            2,
+            &[
+                entry(4, false),
+                entry(5, true),
+                entry(6, false),
+                entry(7, false),
+            ],
+        );
+        assert_eq!(
+            lines.name_lines("transaction aborted: record 2 of batch 2 failed: record too large"),
+            "transaction aborted: line 7 failed: record too large"
+        );
+        assert_eq!(
+            lines.name_lines("record 0 of batch 1 failed"),
+            "line 1 failed"
+        );
+        // Unknown batches and other uses of the word are left alone.
+        assert_eq!(
+            lines.name_lines("record 0 of batch 9 failed: record of"),
+            "record 0 of batch 9 failed: record of"
+        );
+    }
+
+    #[test]
+    fn json_objects_are_recognized_as_such() {
+        assert!(looks_like_json(br#"{"key": "k", "value": "v"}"#));
+        assert!(looks_like_json(b"  {}  "));
+        assert!(!looks_like_json(b"{not json"));
+        assert!(!looks_like_json(b"[1, 2]"));
+        assert!(!looks_like_json(b"hello"));
     }
 }

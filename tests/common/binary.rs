@@ -55,9 +55,17 @@ pub fn command(subcommand: &str, args: &[&str], envs: &[(&str, &str)]) -> Comman
 
 /// Starts `kafka-gateway serve --listen 127.0.0.1:0 ARGS` with `envs` added to
 /// an environment cleared of the gateway's and OpenTelemetry's variables, and
-/// waits until it serves.
+/// waits until it serves. Its embedded broker takes a free port (tests run in
+/// parallel), unless `envs` or `args` say otherwise.
 pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
-    let mut command = command("serve", &[], &[("RUST_LOG", "info")]);
+    let mut command = command(
+        "serve",
+        &[],
+        &[
+            ("RUST_LOG", "info"),
+            ("KAFKA_GATEWAY_EMBEDDED_LISTEN", "127.0.0.1:0"),
+        ],
+    );
     let mut child = command
         .args(["--listen", "127.0.0.1:0"])
         .args(args)

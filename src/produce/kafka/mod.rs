@@ -221,6 +221,7 @@ impl KafkaSender {
             .unwrap_or_else(|_| Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)));
             match result {
                 Ok(()) => {
+                    crate::rdlog::reachable();
                     tracing::info!("producer reached the Kafka brokers: serving");
                     return;
                 }
@@ -433,8 +434,12 @@ impl ClientContext for GatewayContext {
         self.metrics.librdkafka(&statistics);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::rdlog::log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "librdkafka");
+        crate::rdlog::error(&error, reason);
         // On the polling thread, before the delivery reports of the records
         // librdkafka purges because of it: mark the producer now, so that
         // each of those reports names the fatal error.
@@ -454,6 +459,9 @@ impl ProducerContext for GatewayContext {
     /// On the producer's polling thread: reads where the record went, or
     /// why not, and reports it. Never blocks.
     fn delivery(&self, result: &KafkaDeliveryResult<'_>, token: Box<Token>) {
+        if result.is_ok() {
+            crate::rdlog::reachable();
+        }
         let outcome = match result {
             Ok(message) => Ok(Delivered {
                 partition: message.partition(),
