@@ -8,6 +8,11 @@
 //! - a transaction that ends by abort is never visible: the client goes
 //!   away (its connection cut), a record fails, the gateway closes the connection, the gateway process
 //!   is killed (before and after the broker's transaction timeout);
+//! - SIGTERM mid-transaction: every record answered ABORTED, the process
+//!   out within its shutdown timeout, nothing visible;
+//! - a commit under a network blackhole: its outcome unknown
+//!   (`UNAVAILABLE`, `may_be_stored`) once its resumed calls ran out, all
+//!   or nothing of it visible, and the id's next stream commits;
 //! - two gateway processes with the same transactional id: the older is
 //!   fenced and told, its transaction never visible, the newer's committed;
 //! - a transactional id that a broker ACL denies ends the stream with a
@@ -593,4 +598,144 @@ async fn a_transactional_id_denied_by_an_acl_ends_the_stream_with_a_clear_error(
         "the status names the denied transactional id: {status:?}"
     );
     gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Apache Kafka: bash scripts/kafka.sh start; .ci/run runs it with --ignored"]
+async fn sigterm_mid_transaction_answers_aborted_exits_in_time_and_leaves_nothing_visible() {
+    let kafka = kafka();
+    let bootstrap = kafka.bootstrap_servers().to_owned();
+    let topic = kafka.topic("txn-sigterm").await;
+    let id = rand_topic("txn-sigterm");
+    let mut served = gateway_process(&["--shutdown-timeout", "10s"]);
+    let mut client = client_of(&served).await;
+    let mut stream = open(&mut client).await;
+    stream
+        .send(txn_batch(&id, 0, &topic, records("t", 30), false))
+        .await;
+    written_but_open(&bootstrap, &topic, "t", 30).await;
+
+    let stopped = std::time::Instant::now();
+    common::binary::sigterm(&served.child);
+    let mut aborted = 0;
+    let status = loop {
+        match stream.next().await {
+            Ok(Some(response)) => {
+                for result in &response.results {
+                    let error = err(result);
+                    assert_eq!(error.code, ErrorCode::Aborted as i32, "{error:?}");
+                    assert!(error.retriable, "{error:?}");
+                    aborted += 1;
+                }
+            }
+            Ok(None) => panic!("the stream ended OK with its transaction open"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        aborted, 30,
+        "every record of the open transaction is answered"
+    );
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        wait_exit(&mut served.child).success(),
+        "exit 0 after the drain"
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "within --shutdown-timeout: {took:?}"
+    );
+    eprintln!("SIGTERM mid-transaction: 30 records answered ABORTED, exit after {took:?}");
+
+    let served = gateway_process(&[]);
+    let mut client = client_of(&served).await;
+    commit_once(&mut client, &id, &topic, records("after", 6)).await;
+    only_the_commit_is_visible(&bootstrap, &topic, "t", 30, "after", 6).await;
+    drop(served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Kafka's jars (scripts/kafka.sh); .ci/run runs it with --ignored"]
+async fn a_commit_under_a_blackhole_has_an_unknown_outcome_and_the_id_goes_on() {
+    // A broker of the test's own, behind a proxy that can swallow
+    // everything: the commit is sent and never answered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let advertised = listener.local_addr().unwrap().port();
+    let broker =
+        tokio::task::spawn_blocking(move || common::kafka::OwnBroker::start(Some(advertised)))
+            .await
+            .unwrap();
+    let proxy = FaultProxy::start(listener, broker.direct().parse().unwrap());
+    let kafka = common::TestKafka::External(proxy.addr.to_string());
+    let topic = kafka.topic("txn-blackhole").await;
+    let id = rand_topic("txn-blackhole");
+    // Each commit call may take 2 s (resumed up to three times); the broker
+    // aborts a transaction nobody ends within 10 s.
+    let gateway = start_gateway_on(
+        kafka,
+        false,
+        &[
+            "--transaction-timeout",
+            "2s",
+            "-X",
+            "transaction.timeout.ms=10000",
+            "-X",
+            "socket.timeout.ms=3000",
+        ],
+    )
+    .await;
+    let mut client = gateway.client().await;
+    let mut stream = open(&mut client).await;
+    stream
+        .send(txn_batch(&id, 0, &topic, records("b", 20), false))
+        .await;
+    written_but_open(&broker.direct(), &topic, "b", 20).await;
+
+    proxy.set(Mode::Blackhole);
+    let asked = std::time::Instant::now();
+    stream.send(txn_batch("", 1, &topic, vec![], true)).await;
+    let mut unknown = 0;
+    let status = loop {
+        match stream.next().await {
+            Ok(Some(response)) => {
+                for result in &response.results {
+                    let error = err(result);
+                    assert_eq!(error.code, ErrorCode::Unavailable as i32, "{error:?}");
+                    assert!(error.may_be_stored && error.retriable, "{error:?}");
+                    assert!(error.message.contains("unknown"), "{error:?}");
+                    unknown += 1;
+                }
+            }
+            Ok(None) => panic!("the stream ended OK with its commit's outcome unknown"),
+            Err(status) => break status,
+        }
+    };
+    let took = asked.elapsed();
+    assert_eq!(unknown, 20, "every record is told its outcome is unknown");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    eprintln!("a commit under a blackhole: outcome unknown after {took:?}");
+    proxy.set(Mode::Pass);
+    proxy.reset_all();
+
+    // Whatever Kafka decided, it is all or nothing; here the commit never
+    // reached the broker, which aborts the transaction at its timeout.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let visible = read(&broker.direct(), &topic, Isolation::Committed, 0).await;
+    let seen = tagged(&visible, "b").len();
+    assert!(
+        seen == 0 || seen == 20,
+        "a partial transaction is visible: {seen} of 20"
+    );
+    // The id is not stuck: a new stream with it commits.
+    let mut client = gateway.client().await;
+    let acks = commit_once(&mut client, &id, &topic, records("after", 6)).await;
+    assert_eq!(acks.len(), 6);
+    let visible = read(&broker.direct(), &topic, Isolation::Committed, 6).await;
+    assert_eq!(tagged(&visible, "after").len(), 6);
+    eprintln!("after the blackhole: {seen} of the 20 records visible, and the id's next commit is");
+    gateway.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(broker))
+        .await
+        .unwrap();
 }
