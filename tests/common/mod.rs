@@ -437,6 +437,28 @@ pub struct Consumed {
     pub timestamp_ms: Option<i64>,
 }
 
+impl<M: Message> From<&M> for Consumed {
+    fn from(message: &M) -> Self {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Consumed {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: message.timestamp().to_millis(),
+        }
+    }
+}
+
 /// How long reading goes on past the high watermarks, with nothing new
 /// arriving, before the end is taken as reached: some brokers (tansu 0.6)
 /// report watermarks short of the end.
@@ -498,25 +520,9 @@ fn consume_blocking(bootstrap_servers: &str, topic: &str, expected: usize) -> Ve
         };
         idle_since = Instant::now();
         let message = message.expect("consume");
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
         let entry = &mut ends[message.partition() as usize];
         entry.0 = entry.0.max(message.offset() + 1);
-        out.push(Consumed {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp_ms: message.timestamp().to_millis(),
-        });
+        out.push(Consumed::from(&message));
     }
     out.sort_by_key(|c| (c.partition, c.offset));
     out
