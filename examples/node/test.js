@@ -240,14 +240,14 @@ test('over TLS, produce() with token, ca, clientCert and clientKey: the same rou
 // The client certificate alone would do, but a token, when sent, wins.
 test('over TLS, a token the gateway does not know fails UNAUTHENTICATED saying why, in produce() and in produce.js', { skip: SKIP_TLS }, async () => {
   const batches = [{ batch_id: 1, topic: TOPIC, records: [{ value: Buffer.from('never stored') }] }];
-  await assert.rejects(produce(TLS_TARGET, batches, undefined, { ...tlsSettings(), token: 'not-a-known-key' }), (err) => {
+  await assert.rejects(produce(TLS_TARGET, batches, undefined, { ...tlsSettings(), token: 'not-a-key-the-gateway-knows-0123456789' }), (err) => {
     assert.equal(err.code, grpc.status.UNAUTHENTICATED, `${err.code}: ${err.details}`);
     assert.match(err.details, /unknown API key/);
     console.log(`UNAUTHENTICATED: ${err.details}`);
     return true;
   });
   const run = spawnSync(process.execPath, [path.join(__dirname, 'produce.js'), TLS_TARGET, TOPIC], {
-    encoding: 'utf8', timeout: 60_000, env: tlsEnvironment('not-a-known-key'),
+    encoding: 'utf8', timeout: 60_000, env: tlsEnvironment('not-a-key-the-gateway-knows-0123456789'),
   });
   assert.notEqual(run.status, 0, run.stdout);
   assert.match(run.stderr, /stream failed: UNAUTHENTICATED: unknown API key/);

@@ -275,7 +275,7 @@ def test_tls_wrong_token():
     """Over TLS, a token the gateway does not know: the stream fails UNAUTHENTICATED saying why, though the client certificate alone would do (a token, when sent, wins); the script says so and exits non-zero."""
     batch = pb.ProduceRequest(batch_id=1, topic=TOPIC, records=[pb.Record(value=b"never stored")])
     try:
-        list(produce.produce(TLS_TARGET, [batch], **{**tls_settings(), "token": "not-a-known-key"}))
+        list(produce.produce(TLS_TARGET, [batch], **{**tls_settings(), "token": "not-a-key-the-gateway-knows-0123456789"}))
     except grpc.RpcError as e:
         check(e.code() == grpc.StatusCode.UNAUTHENTICATED and "unknown API key" in e.details(),
               f"expected UNAUTHENTICATED: unknown API key, got {e.code()}: {e.details()}")
@@ -283,7 +283,7 @@ def test_tls_wrong_token():
     else:
         raise AssertionError("a wrong token was accepted")
     run = subprocess.run([sys.executable, os.path.join(HERE, "produce.py"), TLS_TARGET, TOPIC],
-                         capture_output=True, text=True, timeout=60, env=tls_environment("not-a-known-key"))
+                         capture_output=True, text=True, timeout=60, env=tls_environment("not-a-key-the-gateway-knows-0123456789"))
     check(run.returncode != 0 and "stream failed: UNAUTHENTICATED: unknown API key" in run.stderr,
           f"with a wrong token produce.py should fail UNAUTHENTICATED: exit {run.returncode}\n{run.stdout}{run.stderr}")
     print(f"  produce.py: {run.stderr.strip()}")

@@ -58,7 +58,7 @@ func TestTLSWithClientCertificateAndToken(t *testing.T) {
 	})
 
 	t.Run("an unknown token fails UNAUTHENTICATED, without reconnecting", func(t *testing.T) {
-		client, err := producer.New(target, producer.WithTLSFiles(ca, cert, key), producer.WithToken("not-a-known-key"))
+		client, err := producer.New(target, producer.WithTLSFiles(ca, cert, key), producer.WithToken("not-a-key-the-gateway-knows-0123456789"))
 		if err != nil {
 			t.Fatal(err)
 		}

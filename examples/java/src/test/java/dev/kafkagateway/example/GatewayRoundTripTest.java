@@ -88,7 +88,7 @@ class GatewayRoundTripTest {
   void overTlsAnUnknownTokenFailsTheBatchUnauthenticatedWithoutRetrying() throws Exception {
     TestEnv.Tls tls = TestEnv.tls();
     try (GatewayProducer producer =
-        GatewayProducer.newBuilder(tls.settings().withToken("not-a-known-key")).build()) {
+        GatewayProducer.newBuilder(tls.settings().withToken("not-a-key-the-gateway-knows-0123456789")).build()) {
       CompletableFuture<ProduceResponse> response =
           producer.send(topic(), List.of(record("never", "stored")));
       ExecutionException e = assertThrows(ExecutionException.class, () -> response.get(30, TimeUnit.SECONDS));
