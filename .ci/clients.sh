@@ -62,24 +62,9 @@ unset KAFKA_GATEWAY_LISTEN KAFKA_GATEWAY_BOOTSTRAP_SERVERS KAFKA_GATEWAY_TLS_CER
 # starts a tracing one of its own when KAFKA_TEST_JAEGER_OTLP is set.
 unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_TRACES_EXPORTER
 
-stop_gateway() { # VAR: SIGTERM to the gateway whose pid $VAR holds; its exit status
-    # SIGTERM, the graceful drain; SIGKILL if it is still there after 20 s.
-    local var=$1
-    local pid=${!var} status=0
-    [ -n "$pid" ] || return 0
-    printf -v "$var" '%s' ''
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "gateway $pid still running 20 s after SIGTERM: killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" || status=$?
-    return "$status"
-}
+# log_value, wait_listening, embedded_bootstrap, stop_gateway.
+. .ci/gateway.sh
+
 cleanup() {
     local status=$?
     # The TLS gateway first: it may produce to the other one's embedded broker.
@@ -111,15 +96,12 @@ python=$venv/bin/python
 step "Node dependencies (npm ci in examples/node)"
 (cd examples/node && npm ci --no-audit --no-fund)
 
-log_value() { # FILE PATTERN NAME: the first value of NAME= on a line matching PATTERN, colours stripped
-    sed -e 's/\x1b\[[0-9;]*m//g' "$1" | sed -n "/$2/{s/.*$3=\\([^ ]*\\).*/\\1/p;q}"
-}
 # start_gateway PIDVAR NAME FLAGS...: starts `serve` on a free port with FLAGS
 # and $KAFKA_GATEWAY_ARGS, logging to $work/NAME.log; sets $PIDVAR at once (so
 # that cleanup stops it whatever happens next), and $started_addr once it logs
 # its gRPC address.
 start_gateway() {
-    local var=$1 name=$2 addr='' pid
+    local var=$1 name=$2 pid
     shift 2
     local log=$work/$name.log
     local args=(serve --listen 127.0.0.1:0 --shutdown-timeout 10s "$@")
@@ -135,14 +117,7 @@ start_gateway() {
     NO_COLOR=1 "$bin" "${args[@]}" >"$log" 2>&1 &
     pid=$!
     printf -v "$var" '%s' "$pid"
-    for _ in $(seq 300); do
-        addr=$(log_value "$log" 'gRPC server listening' addr)
-        [ -n "$addr" ] && break
-        kill -0 "$pid" 2>/dev/null || die "the $name exited before listening (its log is below)"
-        sleep 0.1
-    done
-    [ -n "$addr" ] || die "the $name did not log 'gRPC server listening addr=...' within 30 s"
-    started_addr=$addr
+    wait_listening "$pid" "$log" "$name"
 }
 
 step "start the gateway ($bin)"
@@ -155,8 +130,7 @@ target=$started_addr
 if [ -n "$external" ]; then
     bootstrap=$external
 else
-    bootstrap=$(log_value "$work/gateway.log" 'embedded Kafka broker' bootstrap.servers)
-    [ -n "$bootstrap" ] || die "the gateway did not log the embedded broker's bootstrap.servers"
+    bootstrap=$(embedded_bootstrap "$work/gateway.log")
 fi
 echo "gateway pid $gateway_pid: gRPC at $target, Kafka at $bootstrap"
 

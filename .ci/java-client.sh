@@ -44,25 +44,11 @@ work=$(mktemp -d)
 gateway_pid=
 summarized=
 
-stop_gateway() { # SIGTERM (the graceful drain), SIGKILL after 20 s; returns its exit status
-    local pid=$gateway_pid status=0
-    [ -n "$pid" ] || return 0
-    gateway_pid=
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "gateway $pid still running 20 s after SIGTERM: killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" || status=$?
-    return "$status"
-}
+# log_value, wait_listening, embedded_bootstrap, stop_gateway.
+. .ci/gateway.sh
 cleanup() {
     local status=$?
-    stop_gateway || true
+    stop_gateway gateway_pid || true
     if [ "$status" -ne 0 ] && [ -z "$summarized" ] && [ -s "$work/gateway.log" ]; then
         echo "--- gateway.log (last 40 lines)" >&2
         tail -n 40 "$work/gateway.log" >&2
@@ -73,10 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-log_value() { # FILE PATTERN NAME: the first value of NAME= on a line matching PATTERN, colours stripped
-    sed -e 's/\x1b\[[0-9;]*m//g' "$1" | sed -n "/$2/{s/.*$3=\\([^ ]*\\).*/\\1/p;q}"
-}
 
 if [ -n "${KAFKA_GATEWAY_TARGET:-}" ]; then
     [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ] \
@@ -99,18 +81,10 @@ else
     : >"$work/gateway.log"
     NO_COLOR=1 "$bin" "${args[@]}" >"$work/gateway.log" 2>&1 &
     gateway_pid=$!
-    addr=
-    for _ in $(seq 300); do
-        addr=$(log_value "$work/gateway.log" 'gRPC server listening' addr)
-        [ -n "$addr" ] && break
-        kill -0 "$gateway_pid" 2>/dev/null || die "the gateway exited before listening (its log is below)"
-        sleep 0.1
-    done
-    [ -n "$addr" ] || die "the gateway did not log 'gRPC server listening addr=...' within 30 s"
-    export KAFKA_GATEWAY_TARGET=$addr
+    wait_listening "$gateway_pid" "$work/gateway.log" gateway
+    export KAFKA_GATEWAY_TARGET=$started_addr
     if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-        KAFKA_BOOTSTRAP_SERVERS=$(log_value "$work/gateway.log" 'embedded Kafka broker' bootstrap.servers)
-        [ -n "$KAFKA_BOOTSTRAP_SERVERS" ] || die "the gateway did not log the embedded broker's bootstrap.servers"
+        KAFKA_BOOTSTRAP_SERVERS=$(embedded_bootstrap "$work/gateway.log")
         export KAFKA_BOOTSTRAP_SERVERS
     fi
     echo "gateway pid $gateway_pid: gRPC at $KAFKA_GATEWAY_TARGET, Kafka at $KAFKA_BOOTSTRAP_SERVERS"
@@ -130,7 +104,7 @@ mvn_status=0
 (cd examples/java && mvn "${mvn_args[@]}" test 2>&1) | sed -u 's/\x1b\[[0-9;]*m//g' || mvn_status=$?
 
 if [ -n "$gateway_pid" ]; then
-    stop_gateway || die "the gateway did not shut down cleanly (exit $?)"
+    stop_gateway gateway_pid || die "the gateway did not shut down cleanly (exit $?)"
 fi
 
 # Surefire's reports, one <testsuite tests= failures= errors= skipped=> per class.
