@@ -55,17 +55,8 @@ config=$state/config.yaml
 query=http://127.0.0.1:$query_port
 otlp=http://127.0.0.1:$otlp_grpc_port
 
-running_pid() { # Jaeger's pid, if it runs
-    [ -f "$pidfile" ] || return 1
-    local pid
-    pid=$(cat "$pidfile")
-    kill -0 "$pid" 2>/dev/null || return 1
-    echo "$pid"
-}
-
-answers() { # PORT: something accepts connections on 127.0.0.1:PORT
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# running_pid, answers, stop_server.
+. "$here/server.sh"
 
 ready() { # the query API answers
     curl -fsS -o /dev/null --max-time 2 "$query/api/services" 2>/dev/null
@@ -175,23 +166,6 @@ start() {
     print_endpoints
 }
 
-stop() {
-    local pid
-    pid=$(running_pid) || { echo "no Jaeger runs from $state"; return 0; }
-    kill -TERM "$pid"
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "Jaeger still runs 30 s after SIGTERM: SIGKILL"
-        kill -KILL "$pid"
-        sleep 0.5
-    fi
-    rm -f "$pidfile"
-    echo "stopped Jaeger (pid $pid)"
-}
-
 case "${1:-}" in
     start) start ;;
     status)
@@ -203,7 +177,7 @@ case "${1:-}" in
         echo "export KAFKA_GATEWAY_TEST_JAEGER=$query"
         echo "export KAFKA_GATEWAY_TEST_JAEGER_OTLP=$otlp"
         ;;
-    stop) stop ;;
+    stop) stop_server Jaeger TERM ;;
     *)
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 64

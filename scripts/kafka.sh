@@ -70,17 +70,8 @@ ca=$state/pki/ca.pem
 bootstrap=127.0.0.1:$port
 sasl_bootstrap=127.0.0.1:$sasl_port
 
-running_pid() { # the broker's pid, if it runs
-    [ -f "$pidfile" ] || return 1
-    local pid
-    pid=$(cat "$pidfile")
-    kill -0 "$pid" 2>/dev/null || return 1
-    echo "$pid"
-}
-
-answers() { # PORT: something accepts connections on 127.0.0.1:PORT
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# running_pid, answers, stop_server.
+. "$here/server.sh"
 
 print_addresses() {
     echo "Apache Kafka $version on loopback (pid $(running_pid), log $log)"
@@ -225,23 +216,6 @@ start() {
     print_addresses
 }
 
-stop() { # SIGNAL
-    local pid
-    pid=$(running_pid) || { echo "no broker runs from $state"; return 0; }
-    kill "-$1" "$pid"
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "the broker still runs 30 s after SIG$1: SIGKILL"
-        kill -KILL "$pid"
-        sleep 0.5
-    fi
-    rm -f "$pidfile"
-    echo "stopped the broker (pid $pid, SIG$1)"
-}
-
 case "${1:-}" in
     start) start ;;
     status)
@@ -254,10 +228,10 @@ case "${1:-}" in
         echo "export KAFKA_GATEWAY_TEST_KAFKA_SASL_SSL=$sasl_bootstrap"
         echo "export KAFKA_GATEWAY_TEST_KAFKA_CA=$ca"
         ;;
-    stop) stop TERM ;;
-    kill) stop KILL ;;
+    stop) stop_server "Kafka broker" TERM ;;
+    kill) stop_server "Kafka broker" KILL ;;
     reset)
-        stop TERM
+        stop_server "Kafka broker" TERM
         rm -rf "$state"
         echo "deleted $state"
         ;;
