@@ -90,7 +90,7 @@ else
     echo "gateway pid $gateway_pid: gRPC at $KAFKA_GATEWAY_TARGET, Kafka at $KAFKA_BOOTSTRAP_SERVERS"
 fi
 
-echo "$(java -version 2>&1 | head -n 1); $(mvn -v 2>/dev/null | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')"
+echo "$(java -version 2>&1 | sed -n 1p); $(mvn -v 2>/dev/null | sed -n 1p | sed 's/\x1b\[[0-9;]*m//g')"
 reports=examples/java/target/surefire-reports
 rm -rf "$reports"
 mvn_args=(-B --no-transfer-progress)

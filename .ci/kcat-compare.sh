@@ -101,7 +101,7 @@ print(sum(int(m.group(1)) for m in re.finditer(r"offset (-?\d+)", sys.stdin.read
 serve "$out/broker.log" --embedded-partitions "$partitions"
 broker_pid=$pid
 broker_grpc=$addr
-broker=$(grep -o 'bootstrap.servers=[0-9.:]*' "$out/broker.log" | head -n 1 | cut -d= -f2)
+broker=$(grep -m 1 -o 'bootstrap.servers=[0-9.:]*' "$out/broker.log" | cut -d= -f2)
 serve "$out/gateway.log" --bootstrap-servers "$broker"
 gateway_pid=$pid
 gateway=$addr

@@ -46,8 +46,8 @@ for cmd in kcat python3 java; do
     command -v "$cmd" >/dev/null || die "$cmd is needed (apt-get install kcat; Java 17)"
 done
 status=$("${kafka[@]}" status) || die "no broker: start it with 'bash scripts/kafka.sh start'"
-broker=$(sed -n 's/^ *bootstrap.servers=\([0-9.:]*\).*/\1/p' <<<"$status" | head -n 1)
-broker_pid=$(sed -n 's/.*(pid \([0-9]*\),.*/\1/p' <<<"$status" | head -n 1)
+broker=$(sed -n 's/^ *bootstrap.servers=\([0-9.:]*\).*/\1/p' <<<"$status" | sed -n 1p)
+broker_pid=$(sed -n 's/.*(pid \([0-9]*\),.*/\1/p' <<<"$status" | sed -n 1p)
 [ -n "$broker" ] && [ -n "$broker_pid" ] || die "cannot read the broker's address and pid from: $status"
 if [ -z "${KAFKA_GATEWAY_BIN:-}" ]; then
     cargo build --locked --release
