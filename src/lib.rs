@@ -41,6 +41,7 @@ pub mod auth;
 pub mod bench;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod embedded;
 pub mod error;

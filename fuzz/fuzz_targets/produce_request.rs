@@ -1,9 +1,10 @@
 //! Fuzzes what the gateway does with the bytes of one `ProduceRequest` before
-//! anything reaches Kafka: prost's decoding, then the per-record validation
-//! exactly as the stream driver runs it (`src/produce/stream.rs`): the batch's
-//! default topic checked once, then `record_size` and `prepare` for each
-//! record, here against several record limits. Each assert is a promise the
-//! validation makes; an input that breaks one is a crash the fuzzer keeps.
+//! anything reaches Kafka: its codec's decoding (checked against prost's),
+//! then the per-record validation exactly as the stream driver runs it
+//! (`src/produce/stream/accept.rs`): the batch's default topic checked once,
+//! then `record_size` and `prepare` for each record, here against several
+//! record limits. Each assert is a promise the validation makes; an input
+//! that breaks one is a crash the fuzzer keeps.
 
 #![no_main]
 
@@ -27,9 +28,18 @@ const MESSAGE_BUDGET: usize = 1024;
 const MAX_QUOTED_TOPIC: usize = 6 * MAX_TOPIC_LEN + 2;
 
 fuzz_target!(|data: &[u8]| {
+    // The gateway's codec reads what prost reads, and refuses what it
+    // refuses.
+    let ours = kafka_gateway::codec::read_request(data);
     let Ok(request) = ProduceRequest::decode(data) else {
+        assert!(ours.is_err(), "the codec read a request prost refuses");
         return;
     };
+    assert_eq!(
+        ours.as_ref().ok(),
+        Some(&request),
+        "the codec reads another request than prost"
+    );
     // As the driver does: the default topic once per batch, then each record.
     let default_name = request.topic.clone();
     let default_topic = DefaultTopic::new(request.topic);

@@ -60,7 +60,13 @@ impl Completions {
             .done
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        into.append(&mut done);
+        if into.is_empty() {
+            // The usual case: take the whole vector, copy nothing, and leave
+            // the taker's (empty, with its capacity) for the next reports.
+            std::mem::swap(into, &mut *done);
+        } else {
+            into.append(&mut done);
+        }
     }
 
     /// Waits for the next reports: for a caller that sends one record on its
