@@ -921,6 +921,16 @@ fn serve_tls(kafka: &TestKafka, pki: &Pki, extra: &[&str]) -> binary::Served {
     binary::serve(&args, &[])
 }
 
+/// Asserts that stderr is one line, starting with `start`.
+fn only_line(run: &Run, start: &str) {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(start),
+        "{start} alone in {}",
+        run.stderr
+    );
+}
+
 fn assert_stderr(run: &Run, needles: &[&str]) {
     for needle in needles {
         assert!(run.stderr.contains(needle), "{needle} in {}", run.stderr);
@@ -1016,12 +1026,36 @@ async fn https_verifies_the_gateway_with_tls_ca_and_names_what_failed() {
     let plain = format!("http://{}", served.grpc);
     let run = produce(&["--target", &plain, "-t", &topic], "x\n").await;
     assert_eq!(run.code, Some(69));
-    assert_stderr(&run, &["use an https:// --target"]);
+    only_line(
+        &run,
+        &format!(
+            "error: the gateway at {plain} answers in TLS, not plain HTTP/2: use --target \
+             https://{}, with --tls-ca PATH",
+            served.grpc
+        ),
+    );
     assert_eq!(
         stored_values(&kafka, &topic, 4).await.len(),
         4,
         "nothing stored by the failed runs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_plaintext_gateway_says_to_use_http() {
+    let gateway = start_gateway(&[]).await;
+    let target = format!("https://{}", gateway.addr);
+    let run = produce(&["--target", &target, "-t", "any"], "x\n").await;
+    assert_eq!(run.code, Some(69));
+    only_line(
+        &run,
+        &format!(
+            "error: the gateway at {target} answers in plain HTTP/2, not TLS: use --target \
+             http://{}",
+            gateway.addr
+        ),
+    );
+    gateway.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1326,8 +1360,9 @@ async fn print_acks_says_where_each_line_landed_in_input_order() {
 async fn an_aborted_transaction_names_the_input_line_that_failed() {
     let gateway = start_gateway_embedded(&["--max-record-bytes", "1000"]).await;
     let topic = gateway.topic("cli-txn-abort").await;
-    // Batches of 5: line 7 is the gateway's "record 1 of batch 2", too
-    // large, refused before it reaches Kafka: the transaction is aborted.
+    // Batches of 5: line 7 is the gateway's "records[1] of the request with
+    // batch_id 2", too large, refused before it reaches Kafka: the
+    // transaction is aborted.
     let big = "x".repeat(2000);
     let lines: Vec<String> = (1..=8)
         .map(|i| match i {
@@ -1370,7 +1405,12 @@ async fn an_aborted_transaction_names_the_input_line_that_failed() {
             "the abort names input line 7: {line}"
         );
     }
-    assert!(!run.stderr.contains("of batch"), "{}", run.stderr);
+    assert!(
+        !run.stdout.contains("batch_id") && !run.stderr.contains("batch_id"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
     assert!(
         run.stderr.contains("0 transactions committed"),
         "{}",

@@ -739,7 +739,9 @@ async fn a_transaction_is_a_span_with_its_batches_under_it() {
     assert_eq!(aborted.code, status::StatusCode::Error as i32);
     assert_eq!(string(&transactions[1].attributes, "error.type"), "aborted");
     assert!(
-        aborted.message.contains("record 1 of batch 3 failed"),
+        aborted
+            .message
+            .contains("records[1] of the request with batch_id 3 failed"),
         "{aborted:?}"
     );
     for (batch_id, parent) in [

@@ -3,7 +3,9 @@
 //! certificate for a gateway that requires one, the name to verify), and
 //! the bearer token sent with the stream. When the handshake or the call is
 //! refused, [`Connection::unreachable`] and [`Connection::refused`] turn
-//! rustls' and the gateway's reasons into what to check.
+//! rustls' and the gateway's reasons into what to check. When the server
+//! answers in TLS to an http:// target, or in plain HTTP/2 to an https://
+//! one, a probe of its first bytes makes that the whole message.
 //!
 //! The token never appears in `Debug` output, `--help` or any message: the
 //! messages name where it came from instead.
@@ -259,6 +261,9 @@ pub struct Connection {
     server_name: Option<String>,
     /// Whether a client certificate is presented.
     client_cert: bool,
+    /// `--connect-timeout`: also bounds the probe that tells which protocol
+    /// the server at --target speaks.
+    connect_timeout: Duration,
 }
 
 impl Connection {
@@ -329,6 +334,7 @@ impl Connection {
             tls_ca: args.tls_ca.clone(),
             server_name: args.tls_server_name.clone(),
             client_cert: args.tls_cert.is_some(),
+            connect_timeout,
         })
     }
 
@@ -407,6 +413,71 @@ impl Connection {
         ProduceError::Unavailable(format!(
             "the gateway at {target} ended the call before answering: {why}. {hint}"
         ))
+    }
+
+    /// Connecting failed: [`Self::unreachable`], unless the server at
+    /// --target speaks the other protocol than its scheme says, and then
+    /// only that.
+    pub async fn connect_failed(&self, error: &(dyn StdError + 'static)) -> ProduceError {
+        match self.wrong_scheme(error).await {
+            Some(wrong) => wrong,
+            None => self.unreachable(error),
+        }
+    }
+
+    /// The call failed before the gateway answered: [`Self::failed`],
+    /// unless the server at --target speaks the other protocol than its
+    /// scheme says, and then only that.
+    pub async fn call_failed(&self, status: &tonic::Status) -> ProduceError {
+        use tonic::Code;
+        // What a connection that fails at the HTTP/2 level ends the call
+        // with; the others come from a gateway.
+        if let Code::Internal | Code::Unavailable | Code::Cancelled | Code::Unknown = status.code()
+            && let Some(wrong) = self.wrong_scheme(status).await
+        {
+            return wrong;
+        }
+        self.failed(status)
+    }
+
+    /// When the server at --target answers in TLS to an http:// target, or
+    /// in plain HTTP/2 to an https:// one, the fix. Plain HTTP/2 to a TLS
+    /// port fails in h2 (`frame with invalid size`: the TLS alert's header
+    /// read as a frame's) or as a closed connection, and TLS to a plaintext
+    /// port as a corrupt TLS message: neither names the cause, so a second
+    /// connection asks the server ([`probe`]).
+    async fn wrong_scheme(&self, error: &(dyn StdError + 'static)) -> Option<ProduceError> {
+        let https = is_https(&self.target);
+        if https
+            && !matches!(
+                find_tls_error(error),
+                Some(TlsFailure::Rustls(
+                    rustls::Error::InvalidMessage(_)
+                        | rustls::Error::InappropriateMessage { .. }
+                        | rustls::Error::InappropriateHandshakeMessage { .. }
+                ))
+            )
+        {
+            return None;
+        }
+        let target = &self.target;
+        let authority = target
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        match (https, probe(target, self.connect_timeout).await) {
+            (false, Speaks::Tls) => Some(ProduceError::Unavailable(format!(
+                "the gateway at {target} answers in TLS, not plain HTTP/2: use --target \
+                 https://{authority}, with --tls-ca PATH ({ENV_CA}) when its certificate is \
+                 not signed by a CA this system trusts"
+            ))),
+            (true, Speaks::Http2) => Some(ProduceError::Unavailable(format!(
+                "the gateway at {target} answers in plain HTTP/2, not TLS: use --target \
+                 http://{authority}, or start the gateway with --tls-cert and --tls-key to \
+                 serve TLS"
+            ))),
+            _ => None,
+        }
     }
 
     /// The gateway refused the call's credentials.
@@ -572,6 +643,68 @@ fn find_tls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<TlsFailure<
 /// How rustls words [`rustls::Error::AlertReceived`].
 const ALERT_RECEIVED: &str = "received fatal alert: ";
 
+/// The protocol a server answers an HTTP/2 connection preface in.
+#[derive(Debug, PartialEq, Eq)]
+enum Speaks {
+    /// A TLS record: a TLS server's alert (it took the preface for a
+    /// corrupt ClientHello).
+    Tls,
+    /// An HTTP/2 SETTINGS frame on stream 0: a plaintext HTTP/2 server.
+    Http2,
+    /// Anything else, nothing, or no connection within the time.
+    Unknown,
+}
+
+/// The HTTP/2 client connection preface, then an empty SETTINGS frame: what
+/// an http:// client sends first, and what a plaintext HTTP/2 server
+/// answers with its own SETTINGS.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Sends [`PREFACE`] to the server at `target` on a connection of its own
+/// and tells what its first bytes are in, within `timeout`.
+async fn probe(target: &str, timeout: Duration) -> Speaks {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(uri) = target.parse::<http::Uri>() else {
+        return Speaks::Unknown;
+    };
+    let Some(host) = uri.host() else {
+        return Speaks::Unknown;
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if is_https(target) { 443 } else { 80 });
+    let answer = tokio::time::timeout(timeout, async {
+        let mut stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .ok()?;
+        stream.write_all(PREFACE).await.ok()?;
+        // A frame header is 9 bytes; a TLS alert record, 7, then the close.
+        let mut head = [0u8; 9];
+        let mut read = 0;
+        while read < head.len() {
+            match stream.read(&mut head[read..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        Some(speaks(&head[..read]))
+    })
+    .await;
+    answer.ok().flatten().unwrap_or(Speaks::Unknown)
+}
+
+/// What the first bytes a server sent are in.
+fn speaks(head: &[u8]) -> Speaks {
+    match head {
+        // A TLS record (alert 21 or handshake 22) of TLS 1.x (major 3).
+        [0x15 | 0x16, 0x03, ..] => Speaks::Tls,
+        // A frame header: 24-bit length, type 4 (SETTINGS), flags, and
+        // stream 0 (the reserved bit may be set).
+        [_, _, _, 0x04, _, s0, 0, 0, 0] if s0 & 0x7f == 0 => Speaks::Http2,
+        _ => Speaks::Unknown,
+    }
+}
+
 /// `Bearer <token>`, for a token [`check_token`] accepted.
 fn bearer(token: &str) -> AsciiMetadataValue {
     let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}"))
@@ -702,6 +835,89 @@ mod tests {
         assert!(!warnings[0].contains("s3cr3t"));
         let none = Connection::load("http://gw:1", Duration::from_secs(1), &parse(&[])).unwrap();
         assert!(none.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_servers_first_bytes_tell_tls_from_http2() {
+        // rustls' answer to an HTTP/2 preface: a decode_error alert.
+        assert_eq!(speaks(b"\x15\x03\x03\x00\x02\x02\x32"), Speaks::Tls);
+        assert_eq!(speaks(b"\x16\x03\x01"), Speaks::Tls);
+        // hyper's SETTINGS, cut after its header.
+        assert_eq!(
+            speaks(b"\x00\x00\x18\x04\x00\x00\x00\x00\x00"),
+            Speaks::Http2
+        );
+        // A SETTINGS ack, an HTTP/1 answer, a frame on stream 1, nothing.
+        assert_eq!(
+            speaks(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"),
+            Speaks::Http2
+        );
+        assert_eq!(speaks(b"HTTP/1.1 400 Bad Request"), Speaks::Unknown);
+        assert_eq!(
+            speaks(b"\x00\x00\x18\x04\x00\x00\x00\x00\x01"),
+            Speaks::Unknown
+        );
+        assert_eq!(speaks(b"\x15"), Speaks::Unknown);
+        assert_eq!(speaks(b""), Speaks::Unknown);
+    }
+
+    /// A server on 127.0.0.1 that answers every connection with `answer`
+    /// and closes it; its address.
+    async fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut preface = [0u8; PREFACE.len()];
+                let _ = stream.read_exact(&mut preface).await;
+                let _ = stream.write_all(answer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_probe_names_the_protocol_the_server_answers_in() {
+        let second = Duration::from_secs(5);
+        let tls = answering(b"\x15\x03\x03\x00\x02\x02\x32").await;
+        assert_eq!(probe(&format!("http://{tls}"), second).await, Speaks::Tls);
+        let h2 = answering(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
+        assert_eq!(probe(&format!("https://{h2}"), second).await, Speaks::Http2);
+        let silent = answering(b"").await;
+        assert_eq!(
+            probe(&format!("http://{silent}"), second).await,
+            Speaks::Unknown
+        );
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = refused.local_addr().unwrap();
+        drop(refused);
+        assert_eq!(
+            probe(&format!("http://{closed}"), second).await,
+            Speaks::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http2_to_a_tls_port_is_told_first_and_alone() {
+        let tls = answering(b"\x15\x03\x03\x00\x02\x02\x32").await;
+        let target = format!("http://{tls}");
+        let connection = Connection::load(&target, Duration::from_secs(5), &parse(&[])).unwrap();
+        let status = tonic::Status::internal("h2 protocol error: frame with invalid size");
+        let message = connection.call_failed(&status).await.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "the gateway at {target} answers in TLS, not plain HTTP/2: use --target \
+                 https://{tls}, with --tls-ca PATH ({ENV_CA}) when its certificate is not \
+                 signed by a CA this system trusts"
+            )
+        );
+        // Refused credentials are the gateway's answer: no probe.
+        let refused = connection
+            .call_failed(&tonic::Status::unauthenticated("no token"))
+            .await;
+        assert!(matches!(refused, ProduceError::Refused(_)), "{refused}");
     }
 
     #[test]

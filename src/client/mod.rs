@@ -424,11 +424,10 @@ where
             console.line(&warning);
         }
     }
-    let channel = connection
-        .endpoint
-        .connect()
-        .await
-        .map_err(|err| connection.unreachable(&err))?;
+    let channel = match connection.endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(err) => return Err(connection.connect_failed(&err).await),
+    };
     let mut client = ProducerClient::new(channel);
     if let Some(encoding) = args.compress.encoding() {
         client = client.send_compressed(encoding);
@@ -436,13 +435,14 @@ where
     let (requests, outbound) = mpsc::channel(1);
     let mut call = tonic::Request::new(ReceiverStream::new(outbound));
     connection.authorize(&mut call);
-    let responses = tokio::time::timeout(args.connect_timeout, client.produce(call))
-        .await
-        .map_err(|_| {
-            connection.unreachable(&std::io::Error::other("no answer within --connect-timeout"))
-        })?
-        .map_err(|status| connection.failed(&status))?
-        .into_inner();
+    let responses = match tokio::time::timeout(args.connect_timeout, client.produce(call)).await {
+        Ok(Ok(responses)) => responses.into_inner(),
+        Ok(Err(status)) => return Err(connection.call_failed(&status).await),
+        Err(_) => {
+            return Err(connection
+                .unreachable(&std::io::Error::other("no answer within --connect-timeout")));
+        }
+    };
 
     let counters = Arc::new(Counters::default());
     if terminal.stdin && !args.quiet {

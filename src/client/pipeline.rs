@@ -414,36 +414,50 @@ impl BatchLines {
             .and_then(|(_, lines)| lines.get(index).copied())
     }
 
-    /// `message` with the gateway's `record I of batch B` (its numbering
-    /// of the stream's requests) as the user's `line N`.
+    /// `message` with the gateway's name of a record (its index in the
+    /// request with a given `batch_id`: `records[I] of the request with
+    /// batch_id B`, or an older gateway's `record I of batch B`) as the
+    /// user's `line N`. Anything else, a batch no longer remembered
+    /// included, is left as it is.
     fn name_lines(&self, message: &str) -> String {
-        const RECORD: &str = "record ";
         let mut out = String::with_capacity(message.len());
         let mut rest = message;
-        while let Some(at) = rest.find(RECORD) {
+        while let Some(at) = rest.find("record") {
             out.push_str(&rest[..at]);
-            let after = &rest[at + RECORD.len()..];
-            let parsed = (|| {
-                let (index, tail) = split_number(after)?;
-                let tail = tail.strip_prefix(" of batch ")?;
-                let (batch_id, tail) = split_number(tail)?;
-                let line = self.line(batch_id, usize::try_from(index).ok()?)?;
-                Some((line, tail))
-            })();
-            match parsed {
+            let candidate = &rest[at..];
+            let named = gateway_record_name(candidate).and_then(|(batch_id, index, tail)| {
+                Some((self.line(batch_id, usize::try_from(index).ok()?)?, tail))
+            });
+            match named {
                 Some((line, tail)) => {
                     out.push_str(&format!("line {line}"));
                     rest = tail;
                 }
                 None => {
-                    out.push_str(RECORD);
-                    rest = after;
+                    out.push_str("record");
+                    rest = &candidate["record".len()..];
                 }
             }
         }
         out.push_str(rest);
         out
     }
+}
+
+/// The gateway's name of a record that `s` starts with: (batch id, index
+/// from 0, what follows the name).
+fn gateway_record_name(s: &str) -> Option<(u64, u64, &str)> {
+    if let Some(tail) = s.strip_prefix("records[") {
+        let (index, tail) = split_number(tail)?;
+        let tail = tail.strip_prefix("] of the request with batch_id ")?;
+        let (batch_id, tail) = split_number(tail)?;
+        return Some((batch_id, index, tail));
+    }
+    let tail = s.strip_prefix("record ")?;
+    let (index, tail) = split_number(tail)?;
+    let tail = tail.strip_prefix(" of batch ")?;
+    let (batch_id, tail) = split_number(tail)?;
+    Some((batch_id, index, tail))
 }
 
 /// The number `s` starts with, and what follows it.
@@ -723,8 +737,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_gateways_batch_numbering_becomes_input_lines() {
+    fn two_batches() -> BatchLines {
         let mut lines = BatchLines::new(4);
         // Batch 1: lines 1 to 3; batch 2: lines 4, 5 (malformed, not sent), 6, 7.
         lines.add(1, &[entry(1, false), entry(2, false), entry(3, false)]);
@@ -737,6 +750,35 @@ mod tests {
                 entry(7, false),
             ],
         );
+        lines
+    }
+
+    #[test]
+    fn the_gateways_record_names_become_input_lines() {
+        let lines = two_batches();
+        assert_eq!(
+            lines.name_lines(
+                "transaction aborted: records[2] of the request with batch_id 2 failed: \
+                 record too large"
+            ),
+            "transaction aborted: line 7 failed: record too large"
+        );
+        assert_eq!(
+            lines.name_lines("records[0] of the request with batch_id 1 failed"),
+            "line 1 failed"
+        );
+        assert_eq!(
+            lines.name_lines(
+                "records[1] of the request with batch_id 1 and records[0] of the request \
+                 with batch_id 2"
+            ),
+            "line 2 and line 4"
+        );
+    }
+
+    #[test]
+    fn an_older_gateways_record_names_become_input_lines() {
+        let lines = two_batches();
         assert_eq!(
             lines.name_lines("transaction aborted: record 2 of batch 2 failed: record too large"),
             "transaction aborted: line 7 failed: record too large"
@@ -745,11 +787,28 @@ mod tests {
             lines.name_lines("record 0 of batch 1 failed"),
             "line 1 failed"
         );
-        // Unknown batches and other uses of the word are left alone.
-        assert_eq!(
-            lines.name_lines("record 0 of batch 9 failed: record of"),
-            "record 0 of batch 9 failed: record of"
-        );
+    }
+
+    #[test]
+    fn what_is_not_a_known_record_is_left_alone() {
+        let lines = two_batches();
+        for message in [
+            // A batch no longer remembered, an index past its records.
+            "records[0] of the request with batch_id 9 failed: record of",
+            "records[3] of the request with batch_id 2 failed",
+            "record 0 of batch 9 failed: record of",
+            // Other uses of the words, cut short, not numbers.
+            "records[",
+            "records[1]",
+            "records[1] of the request with batch_id ",
+            "records[x] of the request with batch_id 1",
+            "records[99999999999999999999] of the request with batch_id 1",
+            "record",
+            "the record's value: records[] recorded",
+            "r\u{e9}cord records\u{e9}[1] record \u{e9}",
+        ] {
+            assert_eq!(lines.name_lines(message), message);
+        }
     }
 
     #[test]

@@ -317,7 +317,7 @@ impl<'a> TxnState<'a> {
             {
                 *ending = Ending::Abort(aborted(
                     format!(
-                        "record {index} of batch {batch_id} failed: {}",
+                        "records[{index}] of the request with batch_id {batch_id} failed: {}",
                         error.message
                     ),
                     error.retriable,

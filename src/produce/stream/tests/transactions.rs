@@ -114,7 +114,10 @@ async fn a_failed_record_aborts_its_whole_transaction_and_the_next_one_commits()
         _ => unreachable!(),
     };
     assert!(
-        error.message.contains("record 1 of batch 0 failed") && !error.retriable,
+        error
+            .message
+            .contains("records[1] of the request with batch_id 0 failed")
+            && !error.retriable,
         "{error:?}"
     );
     assert_eq!(codes(out[1].as_ref().unwrap()), [0]);
