@@ -1,34 +1,65 @@
 #!/usr/bin/env bash
 # Instructions per record on the gateway's stream path, counted by
 # valgrind's callgrind: a figure that hardly moves with the machine's load,
-# unlike a throughput (runs repeat within about 2%). Not run by CI (a build
-# of its own, then about ten seconds a run); docs/benchmarks.md shows its
-# output and how to read it.
+# unlike a throughput (runs repeat within about 2%). docs/benchmarks.md
+# shows its output and how to read it.
 #
-# It builds the `profiling` profile (release code with line tables), runs
-# `kafka-gateway serve` under callgrind with its embedded broker, warms it
-# up with a small `bench --target` run, zeroes the counters, pushes the
-# measured workload through it (the bench's gateway strategy: by default
-# 20,000 records of 100 bytes, 8 streams, batches of 200), dumps the
-# counters, and reads them with callgrind_annotate:
+# It builds the gateway, runs `kafka-gateway serve` under callgrind with its
+# embedded broker, warms it up with a small `bench --target` run, zeroes the
+# counters, pushes the measured workload through it (the bench's gateway
+# strategy: by default 20,000 records of 100 bytes, 8 streams, batches of
+# 200), dumps the counters, and reads them with callgrind_annotate:
 #   - the whole gateway process, and the same without the embedded broker's
 #     thread (rd_kafka_mock_cluster_thread_main, inclusive), which a
 #     gateway in production does not run;
 #   - the stream driver, kafka_gateway::produce::stream::drive (inclusive:
 #     validation, the window, the send calls, the responses; see counts()
 #     below for how it is found where it is inlined);
-#   - librdkafka's produce call, rd_kafka_producev (inclusive), which
-#     drive reaches through rust-rdkafka.
+#   - librdkafka's produce call, rd_kafka_producev (inclusive);
+#   - the process part by part (see parts() below): HTTP/2, decoding,
+#     validation, the window, librdkafka's produce call and its own thread,
+#     the delivery callback, the acks, encoding, metrics, tracing, and the
+#     rest (tokio, tonic's and hyper's glue).
 # Each is divided by the records pushed.
+#
+# Tracing is on, as in production, when OTEL_EXPORTER_OTLP_ENDPOINT names
+# a collector (scripts/jaeger.sh start; eval "$(scripts/jaeger.sh env)"
+# sets KAFKA_GATEWAY_TEST_JAEGER_OTLP, which is used when it is not set);
+# CALLGRIND_TRACING=off measures without it, for its cost.
 #
 # Usage: .ci/callgrind.sh [RUNS]   (RUNS measurements, default 1; 2 shows
 #        how far the count repeats)
+#        .ci/callgrind.sh --check FILE   (CI's regression guard: one run of
+#        the release build, failing when the process without the broker
+#        costs more than FILE's baseline plus its tolerance)
 # Environment: CALLGRIND_RECORDS (20000), CALLGRIND_BATCH (200),
-#              CALLGRIND_RECORD_BYTES (100), CALLGRIND_DIR (target/callgrind).
+#              CALLGRIND_RECORD_BYTES (100), CALLGRIND_DIR (target/callgrind),
+#              CALLGRIND_PROFILE (profiling: release code with line tables,
+#              a build of its own; release: the release build, whose figures
+#              are the same but for the driver, which needs line tables),
+#              CALLGRIND_TRACING (on: fail without a collector; off).
 # Needs valgrind (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-1}"
+check=""
+if [ "${1:-}" = "--check" ]; then
+    check="${2:?--check needs the baseline file}"
+    [ -f "$check" ] || { echo "no baseline file $check"; exit 1; }
+    runs=1
+    profile="${CALLGRIND_PROFILE:-release}"
+else
+    runs="${1:-1}"
+    profile="${CALLGRIND_PROFILE:-profiling}"
+fi
+tracing="${CALLGRIND_TRACING:-on}"
+otlp="${OTEL_EXPORTER_OTLP_ENDPOINT:-${KAFKA_GATEWAY_TEST_JAEGER_OTLP:-}}"
+case "$tracing" in
+    on)
+        [ -n "$otlp" ] || { echo "tracing is measured on, and no collector is named: start one (scripts/jaeger.sh start; eval \"\$(scripts/jaeger.sh env)\") or set OTEL_EXPORTER_OTLP_ENDPOINT; CALLGRIND_TRACING=off measures without tracing"; exit 1; }
+        ;;
+    off) otlp="" ;;
+    *) echo "CALLGRIND_TRACING is on or off, not $tracing"; exit 1 ;;
+esac
 records="${CALLGRIND_RECORDS:-20000}"
 batch="${CALLGRIND_BATCH:-200}"
 record_bytes="${CALLGRIND_RECORD_BYTES:-100}"
@@ -36,10 +67,10 @@ out="${CALLGRIND_DIR:-target/callgrind}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 mkdir -p "$out"
 
-cargo build --locked --profile profiling
+cargo build --locked --profile "$profile"
 target_dir=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/profiling/kafka-gateway"
+bin="$target_dir/$profile/kafka-gateway"
 
 gateway_pid=""
 cleanup() {
@@ -94,18 +125,55 @@ for line in sys.stdin:
     entries[key] = max(entries.get(key, 0), count)
 def largest(pattern):
     return max((c for (p, f), c in entries.items() if re.search(pattern, f)), default=0)
+def inlined(path_prefix):
+    # Code of one source file wherever it runs, inlined or not.
+    return sum(c for (p, f), c in entries.items() if p.startswith(path_prefix))
 broker = largest(r"^rd_kafka_mock_cluster_thread_main$")
 producev = largest(r"^rd_kafka_producev$")
 driver = sum(c for (p, f), c in entries.items()
              if p.startswith("src/produce/")
              and re.search(r"TrackedFuture<F> as core::future::future::Future>::poll$|produce::stream::drive\b", f))
 print(" ".join(str(round(n / records)) for n in (total, broker, driver, producev)))
+# The process part by part: subtrees that do not contain one another, each
+# inclusive; what none of them holds is the rest. Metrics and tracing are
+# shown inside the parts that call them.
+decode = largest(r"ProduceRequest as kafka_gateway::codec::Wire>::read$")
+encode = largest(r"ProduceResponse as kafka_gateway::codec::Wire>::write$")
+send = largest(r"^kafka_gateway::produce::kafka::enqueue$")
+parts = [
+    ("HTTP/2 in: request frames into the decode buffer (tonic, h2)",
+     largest(r"^tonic::codec::decode::StreamingInner::poll_frame$")),
+    ("HTTP/2 connection: the socket, frame parsing and writing (hyper, h2)",
+     largest(r"^<hyper::server::conn::http2::Connection<I,S,E> as core::future::future::Future>::poll$")),
+    ("HTTP/2 out: the response stream, less encoding (hyper, tonic)",
+     largest(r"H2Stream<F,B,Ex> as core::future::future::Future>::poll$") - encode),
+    ("decoding requests (prost, sized by the codec)", decode),
+    ("validation (produce::validate::prepare)", largest(r"^kafka_gateway::produce::validate::prepare$")),
+    ("the window (where not inlined)",
+     largest(r"Window<T>::poll_next_done$") + largest(r"Window<T>::try_next_done$")),
+    ("librdkafka rd_kafka_producev", producev),
+    ("the send call around it (headers, token, topic name)", send - producev),
+    ("librdkafka broker threads (produce requests, responses)",
+     largest(r"^rd_kafka_broker_thread_main$")),
+    ("delivery reports (librdkafka events, the callback)",
+     largest(r"BaseProducer<C,Part>::poll$")),
+    ("acks: the result of each record, its tally and span bookkeeping",
+     largest(r"Batches::resolve_delivered$")),
+    ("encoding responses (the codec)", encode),
+    ("the embedded broker (not in production)", broker),
+]
+rest = total - sum(c for _, c in parts)
+parts.append(("the rest: the driver loop, tokio, tonic and hyper glue", rest))
+parts.append(("  metrics, inside the parts above (src/metrics.rs)", inlined("src/metrics.rs")))
+parts.append(("  tracing, inside the parts above (src/telemetry/)", inlined("src/telemetry/")))
+for label, count in parts:
+    print(f"{label}|{round(count / records)}")
 ' "$2" "$PWD"
 }
 
 for run in $(seq 1 "$runs"); do
     rm -f "$out"/callgrind.out.* "$out"/gateway.log
-    RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+    OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
         "$bin" serve --listen 127.0.0.1:0 --embedded-partitions 32 \
         >/dev/null 2>"$out/gateway.log" &
     gateway_pid=$!
@@ -131,12 +199,36 @@ for run in $(seq 1 "$runs"); do
     cp "$dump" "$out/run-$run.callgrind"
     acked=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["runs"][0]["records_ok"])' "$out/measured.json")
     [ "$acked" = "$records" ] || { echo "only $acked of $records records acked"; exit 1; }
-    read -r total broker driver producev < <(counts "$dump" "$records")
-    printf 'callgrind run %s: %s records through the gateway, instructions per record:\n' "$run" "$records"
+    counts "$dump" "$records" >"$out/run-$run.counts"
+    read -r total broker driver producev <"$out/run-$run.counts"
+    [ "$driver" != 0 ] || driver="n/a (no line tables in the $profile build)"
+    printf 'callgrind run %s: %s records through the gateway, tracing %s, instructions per record:\n' \
+        "$run" "$records" "$tracing"
     printf '  gateway process, all threads             %8s\n' "$total"
     printf '    of which the embedded broker           %8s\n' "$broker"
     printf '  gateway process without the broker       %8s\n' "$((total - broker))"
     printf '  stream driver (produce::stream::drive)   %8s\n' "$driver"
     printf '  librdkafka rd_kafka_producev             %8s\n' "$producev"
+    echo "  part by part:"
+    tail -n +2 "$out/run-$run.counts" | while IFS='|' read -r label count; do
+        printf '    %-70s %6s\n' "$label" "$count"
+    done
 done
 echo "dumps: $out/run-*.callgrind (callgrind_annotate --inclusive=yes FILE)"
+
+if [ -n "$check" ]; then
+    baseline=$(sed -n 's/^baseline=\([0-9]*\)$/\1/p' "$check")
+    tolerance=$(sed -n 's/^tolerance_percent=\([0-9]*\)$/\1/p' "$check")
+    [ -n "$baseline" ] && [ -n "$tolerance" ] \
+        || { echo "$check needs baseline=N and tolerance_percent=N lines"; exit 1; }
+    measured=$((total - broker))
+    limit=$((baseline * (100 + tolerance) / 100))
+    echo "regression guard: $measured instructions per record (the process without the broker, tracing $tracing); baseline $baseline, at most $limit (+$tolerance%)"
+    if [ "$measured" -gt "$limit" ]; then
+        echo "the gateway now costs $measured instructions per record, more than $baseline + $tolerance%: find what the change added with .ci/callgrind.sh 2 before and after it (docs/benchmarks.md), or, if the cost is meant, raise the baseline in $check and say why in the commit"
+        exit 1
+    fi
+    if [ "$measured" -lt $((baseline * (100 - 2 * tolerance) / 100)) ]; then
+        echo "far below the baseline: lower it in $check to $measured, so that the guard keeps this gain"
+    fi
+fi
