@@ -745,7 +745,7 @@ async fn sighup_reloads_the_policy_and_an_open_stream_keeps_running() {
 #[cfg(feature = "client")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_steps_from_zero_to_tls_jwt_and_a_policy_work_as_written() {
-    // 1. demo credentials, as the README makes them.
+    // 1. demo credentials, as docs/security.md makes them.
     let dir = TempDir::new();
     let made = std::process::Command::new("python3")
         .arg(concat!(
@@ -766,7 +766,7 @@ async fn the_readmes_steps_from_zero_to_tls_jwt_and_a_policy_work_as_written() {
         "policy.toml",
         "[[grant]]\nprincipals = [\"orders-service\"]\ntopics = [\"orders\", \"orders.*\"]\n",
     );
-    // 3. the gateway, with the README's flags (on loopback port 0 and the
+    // 3. the gateway, with docs/security.md's flags (on loopback port 0 and the
     // embedded broker).
     let file = |name: &str| path(&dir.path().join(name));
     let served = serve(
