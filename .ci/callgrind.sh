@@ -37,7 +37,9 @@
 #              CALLGRIND_PROFILE (profiling: release code with line tables,
 #              a build of its own; release: the release build, whose figures
 #              are the same but for the driver, which needs line tables),
-#              CALLGRIND_TRACING (on: fail without a collector; off).
+#              CALLGRIND_TRACING (on: fail without a collector; off),
+#              CALLGRIND_BIN (a kafka-gateway binary to measure instead of
+#              building one, e.g. an older build).
 # Needs valgrind (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,10 +69,14 @@ out="${CALLGRIND_DIR:-target/callgrind}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 mkdir -p "$out"
 
-cargo build --locked --profile "$profile"
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/$profile/kafka-gateway"
+if [ -n "${CALLGRIND_BIN:-}" ]; then
+    bin=$CALLGRIND_BIN
+else
+    cargo build --locked --profile "$profile"
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    bin="$target_dir/$profile/kafka-gateway"
+fi
 
 gateway_pid=""
 cleanup() {
@@ -164,8 +170,10 @@ parts = [
 ]
 rest = total - sum(c for _, c in parts)
 parts.append(("the rest: the driver loop, tokio, tonic and hyper glue", rest))
-parts.append(("  metrics, inside the parts above (src/metrics.rs)", inlined("src/metrics.rs")))
-parts.append(("  tracing, inside the parts above (src/telemetry/)", inlined("src/telemetry/")))
+if any(p.startswith("src/") for p, _ in entries):
+    # (Only a build with line tables says which source file code came from.)
+    parts.append(("  metrics, inside the parts above (src/metrics.rs)", inlined("src/metrics.rs")))
+    parts.append(("  tracing, inside the parts above (src/telemetry/)", inlined("src/telemetry/")))
 for label, count in parts:
     print(f"{label}|{round(count / records)}")
 ' "$2" "$PWD"

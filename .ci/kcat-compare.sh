@@ -21,9 +21,14 @@
 #
 # CI runs it on 50,000 lines (KCAT_LINES=50000: a few seconds) so that it
 # cannot rot, and asserts no speed; docs/benchmarks.md has the full run.
+# The gateway under test traces, as in production, when a collector is
+# named (OTEL_EXPORTER_OTLP_ENDPOINT, or KAFKA_GATEWAY_TEST_JAEGER_OTLP from
+# scripts/jaeger.sh env); KCAT_TRACING=off measures it without.
 # Usage: .ci/kcat-compare.sh    (KCAT_LINES=1000000, KCAT_LINE_BYTES=100,
 #        KCAT_COMPARE_DIR=target/kcat-compare; KCAT_PRODUCE_ARGS, e.g.
-#        "--max-in-flight-batches 64", for the produce command)
+#        "--max-in-flight-batches 64", for the produce command;
+#        KCAT_GATEWAY_BIN, a kafka-gateway binary to measure instead of
+#        this checkout's release build, e.g. an older one)
 # Needs kcat and GNU time (apt-get install kcat time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +40,18 @@ for cmd in kcat /usr/bin/time python3; do
     command -v "$cmd" >/dev/null || { echo "$cmd is missing (apt-get install kcat time python3)"; exit 1; }
 done
 mkdir -p "$out"
-cargo build --locked --release
-target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/release/kafka-gateway"
+if [ -n "${KCAT_GATEWAY_BIN:-}" ]; then
+    bin=$KCAT_GATEWAY_BIN
+else
+    cargo build --locked --release
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    bin="$target_dir/release/kafka-gateway"
+fi
+otlp=""
+if [ "${KCAT_TRACING:-on}" = on ]; then
+    otlp="${OTEL_EXPORTER_OTLP_ENDPOINT:-${KAFKA_GATEWAY_TEST_JAEGER_OTLP:-}}"
+fi
 
 pids=()
 cleanup() {
@@ -68,7 +81,7 @@ serve() { # LOG ARGS...
     # may run only after the first look: a log left by an earlier run would
     # give that run's address.
     : >"$log"
-    RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 "$@" >/dev/null 2>"$log" &
+    OTEL_EXPORTER_OTLP_ENDPOINT="${serve_otlp:-}" RUST_LOG=info "$bin" serve --listen 127.0.0.1:0 "$@" >/dev/null 2>"$log" &
     pid=$!
     pids+=("$pid")
     addr=""
@@ -102,7 +115,8 @@ serve "$out/broker.log" --embedded-partitions "$partitions"
 broker_pid=$pid
 broker_grpc=$addr
 broker=$(grep -m 1 -o 'bootstrap.servers=[0-9.:]*' "$out/broker.log" | cut -d= -f2)
-serve "$out/gateway.log" --bootstrap-servers "$broker"
+serve_otlp=$otlp serve "$out/gateway.log" --bootstrap-servers "$broker"
+echo "the gateway under test: tracing ${otlp:+on, to $otlp}${otlp:-off}"
 gateway_pid=$pid
 gateway=$addr
 topic_kcat="kcat-compare-kcat-$$"

@@ -367,7 +367,7 @@ pub struct Config {
     /// How long starting a transactional producer, or one commit or abort
     /// call, may block. A commit that times out is resumed, up to 3 calls
     /// in all; one still unfinished then has an unknown outcome (its
-    /// records get UNAVAILABLE with may_be_stored, see the README). At
+    /// records get UNAVAILABLE with may_be_stored, see docs/transactions.md). At
     /// shutdown, no call is waited for past half of --shutdown-timeout.
     #[arg(long, env = "KAFKA_GATEWAY_TRANSACTION_TIMEOUT", default_value = DEFAULT_TRANSACTION_CALL_TIMEOUT,
           value_parser = parse_duration, value_name = "DURATION")]

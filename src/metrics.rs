@@ -8,8 +8,8 @@
 //! retries, errors and connection state, from its statistics
 //! (`statistics.interval.ms`).
 //!
-//! Against OpenTelemetry's messaging conventions (README.md, "Metrics",
-//! has the table): `kafka_gateway_records_total` is
+//! Against OpenTelemetry's messaging conventions (docs/operations.md,
+//! "Metrics and probes", has the table): `kafka_gateway_records_total` is
 //! `messaging.client.sent.messages` (its `result` label, but for `ok`, is
 //! `error.type`) and `kafka_gateway_batch_ack_latency_seconds` is
 //! `messaging.client.operation.duration` of the `send` of a batch, with the
