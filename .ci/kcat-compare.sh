@@ -116,7 +116,7 @@ broker_pid=$pid
 broker_grpc=$addr
 broker=$(grep -m 1 -o 'bootstrap.servers=[0-9.:]*' "$out/broker.log" | cut -d= -f2)
 serve_otlp=$otlp serve "$out/gateway.log" --bootstrap-servers "$broker"
-echo "the gateway under test: tracing ${otlp:+on, to $otlp}${otlp:-off}"
+echo "the gateway under test: tracing ${otlp:+on, to }${otlp:-off}"
 gateway_pid=$pid
 gateway=$addr
 topic_kcat="kcat-compare-kcat-$$"

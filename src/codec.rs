@@ -54,15 +54,152 @@ impl Wire for ProduceRequest {
     }
 }
 
-/// A request as the gateway reads it: what `ProduceRequest::decode` gives,
-/// with room for its records made first.
-pub fn read_request(buf: impl Buf) -> Result<ProduceRequest, prost::DecodeError> {
-    let mut request = ProduceRequest {
-        records: Vec::with_capacity(count_field(&buf, 3)),
-        ..Default::default()
-    };
-    request.merge(buf)?;
-    Ok(request)
+/// A request as the gateway reads it: what `ProduceRequest::decode` gives.
+///
+/// A request made only of the fields the gateway knows, each with its wire
+/// type, is read by [`fast::request`], in one pass over the message's bytes
+/// (keys, values and header values are slices of them, as with prost).
+/// Anything else (unknown fields, groups, a malformed message) is left to prost, which reads it or says what is wrong with it
+/// exactly as before.
+pub fn read_request(mut buf: impl Buf) -> Result<ProduceRequest, prost::DecodeError> {
+    let bytes = buf.copy_to_bytes(buf.remaining());
+    match fast::request(&bytes) {
+        Some(request) => Ok(request),
+        None => ProduceRequest::decode(bytes),
+    }
+}
+
+/// The common case of a request, read without prost's general machinery
+/// (a `Buf` call per varint, a copy per field header): about 900
+/// instructions per record with prost, in the profile.
+mod fast {
+    use bytes::Bytes;
+
+    use super::count_field;
+    use crate::proto::{Header, ProduceRequest, Record};
+
+    /// Where reading stands in one message: `all[pos..end]` is left.
+    #[derive(Clone, Copy)]
+    struct Reader<'a> {
+        all: &'a Bytes,
+        pos: usize,
+        end: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn done(&self) -> bool {
+            self.pos >= self.end
+        }
+
+        /// A varint: at most ten bytes, the tenth at most 1 (what prost
+        /// reads; anything longer is prost's to refuse).
+        fn varint(&mut self) -> Option<u64> {
+            let bytes = &self.all[self.pos..self.end];
+            let mut value = 0u64;
+            for (i, &byte) in bytes.iter().take(10).enumerate() {
+                if i == 9 && byte > 1 {
+                    return None;
+                }
+                value |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    self.pos += i + 1;
+                    return Some(value);
+                }
+            }
+            None
+        }
+
+        /// A field's number and wire type.
+        fn key(&mut self) -> Option<(u64, u64)> {
+            let key = self.varint()?;
+            (key >> 3 != 0 && key <= u64::from(u32::MAX)).then_some((key >> 3, key & 7))
+        }
+
+        /// The range of a length-delimited field's contents.
+        fn span(&mut self) -> Option<(usize, usize)> {
+            let len = usize::try_from(self.varint()?).ok()?;
+            let start = self.pos;
+            let end = start.checked_add(len).filter(|&end| end <= self.end)?;
+            self.pos = end;
+            Some((start, end))
+        }
+
+        fn bytes(&mut self) -> Option<Bytes> {
+            let (start, end) = self.span()?;
+            Some(self.all.slice(start..end))
+        }
+
+        fn string(&mut self) -> Option<String> {
+            let (start, end) = self.span()?;
+            std::str::from_utf8(&self.all[start..end])
+                .ok()
+                .map(str::to_owned)
+        }
+
+        /// A nested message.
+        fn message(&mut self) -> Option<Reader<'a>> {
+            let (pos, end) = self.span()?;
+            Some(Reader { pos, end, ..*self })
+        }
+    }
+
+    /// The request in `all`, or `None` for prost to read.
+    pub(super) fn request(all: &Bytes) -> Option<ProduceRequest> {
+        let mut reader = Reader {
+            all,
+            pos: 0,
+            end: all.len(),
+        };
+        let mut request = ProduceRequest {
+            records: Vec::with_capacity(count_field(&&all[..], 3)),
+            ..Default::default()
+        };
+        // Field numbers and wire types (0 varint, 2 length-delimited) of
+        // proto/kafka_gateway/v1/producer.proto; a repeated field gets an
+        // element per occurrence, any other field keeps its last value.
+        while !reader.done() {
+            match reader.key()? {
+                (1, 0) => request.batch_id = reader.varint()?,
+                (2, 2) => request.topic = reader.string()?,
+                (3, 2) => request.records.push(record(reader.message()?)?),
+                (4, 0) => request.compact_acks = reader.varint()? != 0,
+                (5, 0) => request.skip_dead_letter = reader.varint()? != 0,
+                (6, 2) => request.transactional_id = reader.string()?,
+                (7, 0) => request.commit = reader.varint()? != 0,
+                _ => return None,
+            }
+        }
+        Some(request)
+    }
+
+    fn record(mut reader: Reader<'_>) -> Option<Record> {
+        let mut record = Record::default();
+        while !reader.done() {
+            match reader.key()? {
+                (1, 2) => record.topic = reader.string()?,
+                (2, 2) => record.key = Some(reader.bytes()?),
+                (3, 2) => record.value = Some(reader.bytes()?),
+                (4, 2) => record.headers.push(header(reader.message()?)?),
+                // int32 and int64: the varint's low bits, as prost reads them.
+                (5, 0) => record.partition = Some(reader.varint()? as i32),
+                (6, 0) => record.timestamp_ms = Some(reader.varint()? as i64),
+                _ => return None,
+            }
+        }
+        Some(record)
+    }
+
+    fn header(mut reader: Reader<'_>) -> Option<Header> {
+        let mut header = Header::default();
+        while !reader.done() {
+            match reader.key()? {
+                (1, 2) => header.key = reader.string()?,
+                (2, 2) => header.value = reader.bytes()?,
+                _ => return None,
+            }
+        }
+        Some(header)
+    }
 }
 
 impl Wire for ProduceResponse {
@@ -354,6 +491,63 @@ mod tests {
             let mut ours = Vec::new();
             write_response(&response, &mut ours);
             assert_eq!(ours, response.encode_to_vec(), "{response:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_read_as_prost_reads_them() {
+        let mut cases = Cases(0x1234_5678_9abc_def1);
+        for _ in 0..2_000 {
+            let request = cases.request();
+            let bytes = request.encode_to_vec();
+            let fast = fast::request(&Bytes::from(bytes.clone()));
+            assert_eq!(
+                fast.as_ref(),
+                Some(&request),
+                "the fast path reads every request written by prost"
+            );
+            assert_eq!(read_request(&bytes[..]).ok(), Some(request));
+        }
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_goes_to_prost() {
+        let request = ProduceRequest {
+            batch_id: 7,
+            records: vec![Record {
+                value: Some(Bytes::from_static(b"v")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut bytes = request.encode_to_vec();
+        // An unknown field (99, varint): prost skips it.
+        bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
+        assert!(fast::request(&Bytes::from(bytes.clone())).is_none());
+        assert_eq!(read_request(&bytes[..]).ok(), Some(request.clone()));
+        // A ten-byte varint is read; one that overflows is prost's error.
+        let mut ten = vec![0x08];
+        ten.extend_from_slice(&[0xff; 9]);
+        ten.push(0x01);
+        assert_eq!(
+            fast::request(&Bytes::from(ten.clone())).unwrap().batch_id,
+            u64::MAX
+        );
+        *ten.last_mut().unwrap() = 0x02;
+        assert!(fast::request(&Bytes::from(ten.clone())).is_none());
+        assert!(read_request(&ten[..]).is_err());
+        // A wrong wire type for a known field, a length past the end,
+        // invalid UTF-8 in a topic: prost's errors.
+        for bad in [
+            &[0x0a, 0x01, 0x41][..],
+            &[0x1a, 0x05, 0x1a][..],
+            &[0x12, 0x01, 0xff][..],
+        ] {
+            assert!(fast::request(&Bytes::copy_from_slice(bad)).is_none());
+            assert_eq!(
+                read_request(bad).unwrap_err().to_string(),
+                ProduceRequest::decode(bad).unwrap_err().to_string()
+            );
         }
     }
 
