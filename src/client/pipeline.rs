@@ -675,7 +675,10 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             () = self.broken.cancelled() => return Err(Broken),
             slot = self.slots.clone().acquire_owned() => slot.map_err(|_| Broken)?,
         };
-        let records = std::mem::take(&mut self.records);
+        // The next batch gets room for as many as this one: growing the
+        // vectors line by line copied every record twice over.
+        let (batch_records, batch_entries) = (self.records.len(), self.entries.len());
+        let records = std::mem::replace(&mut self.records, Vec::with_capacity(batch_records));
         let batch_id = (!records.is_empty()).then(|| {
             self.last_batch_id += 1;
             self.last_batch_id
@@ -691,7 +694,7 @@ impl<R: AsyncBufRead + Unpin> Feeder<R> {
             batch_id,
             records: records.len(),
             commit,
-            entries: std::mem::take(&mut self.entries),
+            entries: std::mem::replace(&mut self.entries, Vec::with_capacity(batch_entries)),
             _slot: slot,
         };
         self.bytes = 0;
