@@ -121,9 +121,22 @@ pub struct Claim<P: TxnProducer = TxnSender> {
     /// Changes when a newer stream claims the id.
     pub fenced: Fence,
     slot: OwnedMutexGuard<Slot<P>>,
-    claimed: Arc<AtomicUsize>,
+    /// Declared after `slot`: the slot is let go before the claim stops
+    /// counting, so that a claim which then finds room also finds this
+    /// idle producer free to close (else both producers lived on, over
+    /// the cap, until the idle timeout).
+    _claimed: Counted,
     /// Lets the entry go from the map once nobody claims it.
     _claiming: Claiming<P>,
+}
+
+/// One open claim, counted until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A claim's reference to its producer: dropped on the blocking pool,
@@ -189,7 +202,6 @@ impl<P> Drop for Claiming<P> {
 
 impl<P: TxnProducer> Drop for Claim<P> {
     fn drop(&mut self) {
-        self.claimed.fetch_sub(1, Ordering::SeqCst);
         self.slot.idle_since = Some(Instant::now());
         if self.sender.is_dead() {
             // Fenced by another producer, failed or retired: the next claim
@@ -293,7 +305,7 @@ impl<F: Producers> Transactions<F> {
                 mine,
             },
             slot,
-            claimed: self.claimed.clone(),
+            _claimed: Counted(self.claimed.clone()),
             _claiming: claiming,
         };
         if let Some(producer) = slot.producer.clone()
