@@ -25,7 +25,7 @@
 
 use std::marker::PhantomData;
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use tonic::Status;
@@ -47,9 +47,7 @@ pub trait Wire: Message + Default + Send + 'static {
     }
 
     /// Reads one message from the whole of `buf`.
-    fn read(buf: &mut DecodeBuf<'_>) -> Result<Self, prost::DecodeError> {
-        Self::decode(buf)
-    }
+    fn read(buf: &mut DecodeBuf<'_>) -> Result<Self, prost::DecodeError>;
 }
 
 impl Wire for ProduceRequest {
@@ -65,12 +63,8 @@ impl Wire for ProduceRequest {
 /// (keys, values and header values are slices of them, as with prost).
 /// Anything else (unknown fields, groups, a malformed message) is left to
 /// prost, which reads it or says what is wrong with it exactly as before.
-pub fn read_request(mut buf: impl Buf) -> Result<ProduceRequest, prost::DecodeError> {
-    let bytes = buf.copy_to_bytes(buf.remaining());
-    match fast::request(&bytes) {
-        Some(request) => Ok(request),
-        None => ProduceRequest::decode(bytes),
-    }
+pub fn read_request(buf: impl Buf) -> Result<ProduceRequest, prost::DecodeError> {
+    read_with(buf, fast::request)
 }
 
 /// The common case of a request or a response, read without prost's
@@ -282,11 +276,20 @@ impl Wire for ProduceResponse {
 /// what `ProduceResponse::decode` gives. Acks are read by
 /// [`fast::response`]; a response with an error result, or anything
 /// unusual, is read by prost.
-pub fn read_response(mut buf: impl Buf) -> Result<ProduceResponse, prost::DecodeError> {
+pub fn read_response(buf: impl Buf) -> Result<ProduceResponse, prost::DecodeError> {
+    read_with(buf, fast::response)
+}
+
+/// The message in the whole of `buf`: read by `fast` when it can, else by
+/// prost, from the same bytes.
+fn read_with<M: Message + Default>(
+    mut buf: impl Buf,
+    fast: fn(&Bytes) -> Option<M>,
+) -> Result<M, prost::DecodeError> {
     let bytes = buf.copy_to_bytes(buf.remaining());
-    match fast::response(&bytes) {
-        Some(response) => Ok(response),
-        None => ProduceResponse::decode(bytes),
+    match fast(&bytes) {
+        Some(message) => Ok(message),
+        None => M::decode(bytes),
     }
 }
 
