@@ -67,7 +67,7 @@ print_endpoints() {
     echo "  OTLP/gRPC  $otlp            (OTEL_EXPORTER_OTLP_ENDPOINT)"
     echo "  OTLP/HTTP  http://127.0.0.1:$otlp_http_port"
     echo "  query      $query           (UI; API: $query/api/traces/{traceId})"
-    echo "  try: OTEL_EXPORTER_OTLP_ENDPOINT=$otlp cargo run -- serve"
+    echo "  try: OTEL_EXPORTER_OTLP_ENDPOINT=$otlp kafka-gateway serve"
 }
 
 build() {

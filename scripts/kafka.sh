@@ -77,7 +77,7 @@ print_addresses() {
     echo "Apache Kafka $version on loopback (pid $(running_pid), log $log)"
     echo "  bootstrap.servers=$bootstrap                 (PLAINTEXT, super user)"
     echo "  SASL_SSL bootstrap.servers=$sasl_bootstrap   (SCRAM-SHA-512 gateway/gateway-secret, admin/admin-secret; CA $ca)"
-    echo "  try: cargo run --release -- serve --bootstrap-servers $bootstrap"
+    echo "  try: kafka-gateway serve --bootstrap-servers $bootstrap"
 }
 
 fetch_jars() {
